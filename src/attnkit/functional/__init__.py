@@ -1,0 +1,31 @@
+"""Pure functions: attention masks and scaled dot-product attention with its backends."""
+
+from attnkit.functional.attention import (
+    AttentionBackend,
+    available_backends,
+    register_backend,
+    scaled_dot_product_attention,
+)
+from attnkit.functional.chunked import chunked_attention
+from attnkit.functional.masks import (
+    combine_masks,
+    create_causal_mask,
+    create_padding_mask,
+    create_sliding_window_mask,
+    from_torch_mha_masks,
+    mask_to_additive,
+)
+
+__all__ = [
+    "AttentionBackend",
+    "available_backends",
+    "chunked_attention",
+    "combine_masks",
+    "create_causal_mask",
+    "create_padding_mask",
+    "create_sliding_window_mask",
+    "from_torch_mha_masks",
+    "mask_to_additive",
+    "register_backend",
+    "scaled_dot_product_attention",
+]

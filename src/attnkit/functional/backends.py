@@ -1,0 +1,121 @@
+"""The "fused" and "math" attention backends.
+
+Every backend takes already-validated inputs:
+
+* ``query (B, H, Tq, D)``, ``key (B, Hkv, Tk, D)``, ``value (B, Hkv, Tk, Dv)``
+  with ``H % Hkv == 0``;
+* ``mask``: bool, broadcastable to ``(B, H, Tq, Tk)``, True = may attend, or None;
+* ``bias``: float, broadcastable to ``(B, H, Tq, Tk)``, or None;
+* ``causal``: ``None``, ``"top_left"`` or ``"bottom_right"``;
+* ``dropout_p``, ``scale`` (a float), ``need_weights``;
+
+and returns ``(output (B, H, Tq, Dv), weights (B, H, Tq, Tk) or None)``. A query
+whose keys are all masked yields a zero output row and zero weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnkit.functional._common import compute_dtype, finite_bias, repeat_kv
+from attnkit.functional.masks import CausalAlignment, combine_masks, create_causal_mask
+
+
+def _with_causal(
+    mask: Tensor | None, causal: CausalAlignment | None, query: Tensor, key: Tensor
+) -> Tensor | None:
+    """Fold a causal constraint into ``mask`` (materialised as ``(1, 1, Tq, Tk)``)."""
+    if causal is None:
+        return mask
+    causal_mask = create_causal_mask(
+        query.size(-2), key.size(-2), alignment=causal, device=query.device
+    )
+    return combine_masks(mask, causal_mask)
+
+
+def fused_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: CausalAlignment | None,
+    dropout_p: float,
+    scale: float,
+    need_weights: bool,
+) -> tuple[Tensor, None]:
+    """``torch.nn.functional.scaled_dot_product_attention`` (flash / efficient / cuDNN kernels)."""
+    del need_weights  # the dispatcher never routes weight requests here
+    gqa = {"enable_gqa": True} if query.size(1) != key.size(1) else {}
+    plain_causal = causal == "top_left" or query.size(-2) == key.size(-2)
+    if causal is not None and mask is None and bias is None and plain_causal:
+        out = F.scaled_dot_product_attention(
+            query, key, value, dropout_p=dropout_p, is_causal=True, scale=scale, **gqa
+        )
+        return out, None
+
+    mask = _with_causal(mask, causal, query, key)
+    row_has_keys = None
+    if mask is not None:
+        # Unmask rows with no visible key so the kernel never sees an empty
+        # softmax, then zero those rows of the output.
+        row_has_keys = mask.any(dim=-1, keepdim=True)
+        mask = mask | ~row_has_keys
+    attn_mask = mask
+    if bias is not None:
+        attn_mask = finite_bias(bias, query.dtype)
+        if mask is not None:
+            # -inf, not the dtype's minimum: a clamped -inf bias also sits at the minimum,
+            # and a masked key must never tie with a visible one.
+            attn_mask = attn_mask.masked_fill(~mask, float("-inf"))
+    out = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale, **gqa
+    )
+    if row_has_keys is not None:
+        out = out.masked_fill(~row_has_keys, 0.0)
+    return out, None
+
+
+def math_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: CausalAlignment | None,
+    dropout_p: float,
+    scale: float,
+    need_weights: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Readable reference: softmax(Q K^T * scale + bias, masked) V.
+
+    Scores and softmax are computed in float32 for float16/bfloat16 inputs.
+    The returned weights are the attention distribution before dropout.
+    """
+    n_rep = query.size(1) // key.size(1)
+    dtype = compute_dtype(query.dtype)
+    q = query.to(dtype)
+    k = repeat_kv(key, n_rep).to(dtype)
+    v = repeat_kv(value, n_rep).to(dtype)
+
+    scores = (q @ k.transpose(-2, -1)) * scale
+    if bias is not None:
+        scores = (scores + bias.to(dtype)).clamp_min(torch.finfo(dtype).min)
+    mask = _with_causal(mask, causal, query, key)
+    if mask is not None:
+        # -inf, not the dtype's minimum: a clamped -inf bias also sits at the minimum,
+        # and a masked key must never tie with a visible one. Rows with no visible key
+        # are left unmasked here (no NaN) and zeroed below.
+        row_has_keys = mask.any(dim=-1, keepdim=True)
+        scores = scores.masked_fill(~(mask | ~row_has_keys), float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        # Exact zeros where masked; a row with no visible key becomes all zeros.
+        weights = weights.masked_fill(~mask, 0.0)
+    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    out = (dropped @ v).to(query.dtype)
+    return out, (weights.to(query.dtype) if need_weights else None)

@@ -1,0 +1,242 @@
+"""Exact memory-efficient attention: blocks of queries and keys with an online softmax.
+
+The forward pass never materialises the ``(Tq, Tk)`` score matrix. It walks
+key blocks keeping, for every query, a running maximum ``m``, a running sum
+``l`` of ``exp(score - m)`` and a running weighted sum of values (Milakov &
+Gimelshein 2018; Rabe & Staats 2021; the FlashAttention recurrence). Only the
+per-row log-sum-exp is saved; the backward pass recomputes each block's
+probabilities from it. Peak extra memory is ``O(B * H * block_q * block_k)``,
+so memory grows linearly with sequence length.
+
+Causal blocks that lie entirely above the diagonal are skipped, and the causal
+mask is built per block from positions rather than as a ``(T, T)`` tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from attnkit.functional._common import compute_dtype, repeat_kv
+from attnkit.functional.masks import CausalAlignment
+
+DEFAULT_BLOCK_Q = 512
+DEFAULT_BLOCK_K = 512
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Static description of one chunked-attention call (shared by forward and backward)."""
+
+    scale: float
+    causal_offset: int | None  # key_len - query_len for bottom-right, 0 for top-left
+    dropout_p: float
+    seed: int
+    block_q: int
+    block_k: int
+    num_k_blocks: int
+    dtype: torch.dtype
+
+
+@dataclass
+class _Block:
+    """One (query block, key block) tile."""
+
+    index: int
+    q: slice
+    k: slice
+    needs_causal_mask: bool
+
+
+def _blocks(query_len: int, key_len: int, plan: _Plan) -> Iterator[_Block]:
+    """Tiles in order, skipping those that causal masking hides entirely."""
+    for qi, q_start in enumerate(range(0, query_len, plan.block_q)):
+        q_end = min(q_start + plan.block_q, query_len)
+        for ki, k_start in enumerate(range(0, key_len, plan.block_k)):
+            k_end = min(k_start + plan.block_k, key_len)
+            needs_causal_mask = False
+            if plan.causal_offset is not None:
+                last_query_pos = q_end - 1 + plan.causal_offset
+                first_query_pos = q_start + plan.causal_offset
+                if k_start > last_query_pos:
+                    continue
+                needs_causal_mask = k_end - 1 > first_query_pos
+            yield _Block(
+                qi * plan.num_k_blocks + ki,
+                slice(q_start, q_end),
+                slice(k_start, k_end),
+                needs_causal_mask,
+            )
+
+
+def _slice_last2(t: Tensor, rows: slice, cols: slice) -> Tensor:
+    """Slice the last two dims of a broadcastable tensor, leaving size-1 dims alone."""
+    rows = rows if t.size(-2) != 1 else slice(None)
+    cols = cols if t.size(-1) != 1 else slice(None)
+    return t[..., rows, cols]
+
+
+def _block_allowed(mask: Tensor | None, block: _Block, plan: _Plan, device) -> Tensor | None:
+    """Bool ``(…, bq, bk)`` of the visible keys in a tile, or None if all are visible."""
+    allowed = None if mask is None else _slice_last2(mask, block.q, block.k)
+    if block.needs_causal_mask:
+        query_pos = torch.arange(block.q.start, block.q.stop, device=device)[:, None]
+        key_pos = torch.arange(block.k.start, block.k.stop, device=device)[None, :]
+        causal = key_pos <= query_pos + plan.causal_offset
+        allowed = causal if allowed is None else allowed & causal
+    return allowed
+
+
+def _block_scores(
+    q: Tensor, k: Tensor, bias: Tensor | None, allowed: Tensor | None, block: _Block, plan: _Plan
+) -> Tensor:
+    """Scaled scores of one tile in the compute dtype, masked with the dtype's minimum."""
+    lowest = torch.finfo(plan.dtype).min
+    scores = q[:, :, block.q].to(plan.dtype) @ k[:, :, block.k].to(plan.dtype).transpose(-2, -1)
+    scores = scores * plan.scale
+    if bias is not None:
+        scores = (scores + _slice_last2(bias, block.q, block.k).to(plan.dtype)).clamp_min(lowest)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, lowest)
+    return scores
+
+
+def _dropout_keep(shape: torch.Size, block: _Block, plan: _Plan, device) -> Tensor:
+    """Keep-mask scaled by 1/(1-p), regenerated identically in the backward pass."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(plan.seed + block.index)
+    keep = torch.rand(shape, generator=generator, device=device) >= plan.dropout_p
+    return keep.to(plan.dtype) / (1.0 - plan.dropout_p)
+
+
+def _forward(q, k, v, bias, mask, plan: _Plan) -> tuple[Tensor, Tensor]:
+    """Output ``(B, H, Tq, Dv)`` and per-row log-sum-exp ``(B, H, Tq)`` (+inf for empty rows)."""
+    batch, heads, query_len, _ = q.shape
+    lowest = torch.finfo(plan.dtype).min
+    row_max = q.new_full((batch, heads, query_len), lowest, dtype=plan.dtype)
+    row_sum = q.new_zeros((batch, heads, query_len), dtype=plan.dtype)
+    acc = q.new_zeros((batch, heads, query_len, v.size(-1)), dtype=plan.dtype)
+    for block in _blocks(query_len, k.size(-2), plan):
+        allowed = _block_allowed(mask, block, plan, q.device)
+        scores = _block_scores(q, k, bias, allowed, block, plan)
+        new_max = torch.maximum(row_max[:, :, block.q], scores.amax(dim=-1))
+        probs = torch.exp(scores - new_max[..., None])
+        if allowed is not None:
+            probs = probs * allowed
+        rescale = torch.exp(row_max[:, :, block.q] - new_max)
+        row_sum[:, :, block.q] = row_sum[:, :, block.q] * rescale + probs.sum(dim=-1)
+        if plan.dropout_p > 0:
+            probs = probs * _dropout_keep(probs.shape, block, plan, q.device)
+        acc[:, :, block.q] = acc[:, :, block.q] * rescale[..., None] + probs @ v[:, :, block.k].to(
+            plan.dtype
+        )
+        row_max[:, :, block.q] = new_max
+    has_keys = row_sum > 0
+    out = acc / torch.where(has_keys, row_sum, 1.0)[..., None]
+    lse = torch.where(has_keys, row_max + torch.log(row_sum), torch.inf)
+    return out, lse
+
+
+def _reduce_to(grad: Tensor, shape: torch.Size) -> Tensor:
+    """Sum a broadcast gradient back to ``shape`` (same rank)."""
+    dims = [i for i, (g, s) in enumerate(zip(grad.shape, shape, strict=True)) if s == 1 and g != 1]
+    return grad.sum(dim=dims, keepdim=True) if dims else grad
+
+
+def _backward(q, k, v, bias, mask, out, lse, grad_out, plan: _Plan, want_bias_grad: bool):
+    """Gradients for q, k, v (and bias) by recomputing each tile's probabilities."""
+    grad_out = grad_out.to(plan.dtype)
+    delta = (grad_out * out).sum(dim=-1)  # (B, H, Tq): rowsum(dO * O)
+    grad_q = torch.zeros_like(q, dtype=plan.dtype)
+    grad_k = torch.zeros_like(k, dtype=plan.dtype)
+    grad_v = torch.zeros_like(v, dtype=plan.dtype)
+    grad_bias = (
+        torch.zeros(bias.shape, dtype=plan.dtype, device=q.device) if want_bias_grad else None
+    )
+    for block in _blocks(q.size(-2), k.size(-2), plan):
+        allowed = _block_allowed(mask, block, plan, q.device)
+        scores = _block_scores(q, k, bias, allowed, block, plan)
+        probs = torch.exp(scores - lse[:, :, block.q, None])
+        if allowed is not None:
+            probs = probs * allowed
+        v_block = v[:, :, block.k].to(plan.dtype)
+        d_probs = grad_out[:, :, block.q] @ v_block.transpose(-2, -1)
+        dropped = probs
+        if plan.dropout_p > 0:
+            keep = _dropout_keep(probs.shape, block, plan, q.device)
+            dropped = probs * keep
+            d_probs = d_probs * keep
+        grad_v[:, :, block.k] += dropped.transpose(-2, -1) @ grad_out[:, :, block.q]
+        d_scores = probs * (d_probs - delta[:, :, block.q, None])
+        if grad_bias is not None:
+            target = _slice_last2(grad_bias, block.q, block.k)
+            target += _reduce_to(d_scores, target.shape)
+        d_scores = d_scores * plan.scale
+        grad_q[:, :, block.q] += d_scores @ k[:, :, block.k].to(plan.dtype)
+        grad_k[:, :, block.k] += d_scores.transpose(-2, -1) @ q[:, :, block.q].to(plan.dtype)
+    return grad_q, grad_k, grad_v, grad_bias
+
+
+class _ChunkedAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, bias, mask, plan: _Plan):
+        out, lse = _forward(q, k, v, bias, mask, plan)
+        ctx.save_for_backward(q, k, v, bias, mask, out, lse)
+        ctx.plan = plan
+        return out.to(q.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        q, k, v, bias, mask, out, lse = ctx.saved_tensors
+        want_bias_grad = bias is not None and ctx.needs_input_grad[3]
+        grad_q, grad_k, grad_v, grad_bias = _backward(
+            q, k, v, bias, mask, out, lse, grad_out, ctx.plan, want_bias_grad
+        )
+        if grad_bias is not None:
+            grad_bias = grad_bias.to(bias.dtype)
+        return grad_q.to(q.dtype), grad_k.to(k.dtype), grad_v.to(v.dtype), grad_bias, None, None
+
+
+def chunked_attention(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: CausalAlignment | None,
+    dropout_p: float,
+    scale: float,
+    need_weights: bool = False,
+    block_q: int = DEFAULT_BLOCK_Q,
+    block_k: int = DEFAULT_BLOCK_K,
+) -> tuple[Tensor, None]:
+    """Exact attention in ``block_q x block_k`` tiles; same numbers as the math backend.
+
+    Shapes as for every backend: query ``(B, H, Tq, D)``, key ``(B, Hkv, Tk, D)``,
+    value ``(B, Hkv, Tk, Dv)`` -> output ``(B, H, Tq, Dv)``. Cannot return weights.
+    """
+    del need_weights  # the dispatcher never routes weight requests here
+    n_rep = query.size(1) // key.size(1)
+    key, value = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
+    query_len, key_len = query.size(-2), key.size(-2)
+    causal_offset = None
+    if causal is not None:
+        causal_offset = key_len - query_len if causal == "bottom_right" else 0
+    seed = int(torch.randint(0, 2**62, (1,)).item()) if dropout_p > 0 else 0
+    plan = _Plan(
+        scale=scale,
+        causal_offset=causal_offset,
+        dropout_p=dropout_p,
+        seed=seed,
+        block_q=block_q,
+        block_k=block_k,
+        num_k_blocks=-(-key_len // block_k),
+        dtype=compute_dtype(query.dtype),
+    )
+    out = _ChunkedAttentionFunction.apply(query, key, value, bias, mask, plan)
+    return out, None

@@ -1,0 +1,308 @@
+"""The encoder-decoder Transformer of "Attention Is All You Need" (Vaswani et al. 2017).
+
+``TransformerConfig`` describes it, ``build_transformer(config)`` builds it,
+and ``Transformer(src_vocab_size, tgt_vocab_size, ...)`` takes the same
+arguments directly, as ``torch.nn.Transformer`` users expect.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from torch import Tensor, nn
+
+from attnkit.functional import create_padding_mask
+from attnkit.nn import (
+    DecoderCache,
+    LearnedPositionalEncoding,
+    PositionalEncoding,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    make_norm,
+)
+
+__all__ = ["Transformer", "TransformerAttention", "TransformerConfig", "build_transformer"]
+
+POSITIONAL = {"sinusoidal": PositionalEncoding, "learned": LearnedPositionalEncoding}
+
+
+@dataclass
+class TransformerConfig:
+    """Hyper-parameters of :class:`Transformer` (defaults: the paper's base model)."""
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    d_model: int = 512
+    num_heads: int = 8
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    d_ff: int = 2048
+    dropout: float = 0.1
+    attention_dropout: float | None = None
+    max_len: int = 5000
+    activation: str = "relu"
+    norm_first: bool = False
+    norm: str = "layernorm"
+    layer_norm_eps: float = 1e-5
+    positional: str = "sinusoidal"
+    share_embeddings: bool = False
+    tie_output: bool = True
+    scale_embeddings: bool = True
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "num_heads", "d_ff", "max_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.d_model % self.num_heads != 0:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
+            )
+        if self.positional not in POSITIONAL:
+            raise ValueError(
+                f"positional must be one of {sorted(POSITIONAL)}; got {self.positional!r}"
+            )
+        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+            raise ValueError(
+                "share_embeddings needs src_vocab_size == tgt_vocab_size; got "
+                f"{self.src_vocab_size} and {self.tgt_vocab_size}"
+            )
+        if not 0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size):
+            raise ValueError(f"pad_id must be a valid token id; got {self.pad_id}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TransformerAttention:
+    """Attention weights of every layer, each ``(B, H, Tq, Tk)``."""
+
+    encoder_self: list[Tensor] = field(default_factory=list)
+    decoder_self: list[Tensor] = field(default_factory=list)
+    cross: list[Tensor] = field(default_factory=list)
+
+
+def _encoder(config: TransformerConfig) -> TransformerEncoder:
+    layers = [
+        TransformerEncoderLayer(
+            config.d_model,
+            config.num_heads,
+            config.d_ff,
+            config.dropout,
+            config.activation,
+            config.norm_first,
+            norm=config.norm,
+            layer_norm_eps=config.layer_norm_eps,
+            attention_dropout=config.attention_dropout,
+        )
+        for _ in range(config.num_encoder_layers)
+    ]
+    return TransformerEncoder(layers, norm=_final_norm(config))
+
+
+def _decoder(config: TransformerConfig) -> TransformerDecoder:
+    layers = [
+        TransformerDecoderLayer(
+            config.d_model,
+            config.num_heads,
+            config.d_ff,
+            config.dropout,
+            config.activation,
+            config.norm_first,
+            norm=config.norm,
+            layer_norm_eps=config.layer_norm_eps,
+            attention_dropout=config.attention_dropout,
+        )
+        for _ in range(config.num_decoder_layers)
+    ]
+    return TransformerDecoder(layers, norm=_final_norm(config))
+
+
+def _final_norm(config: TransformerConfig) -> nn.Module | None:
+    """Pre-LN stacks end with a norm; the paper's post-LN stacks already do."""
+    return (
+        make_norm(config.norm, config.d_model, config.layer_norm_eps) if config.norm_first else None
+    )
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder Transformer with token embeddings and an output projection.
+
+    Args:
+        src_vocab_size, tgt_vocab_size: vocabulary sizes (or ``vocab_size`` for both).
+        d_model, num_heads, d_ff, dropout, max_len: as in the paper.
+        num_encoder_layers, num_decoder_layers: stack depths (or ``num_layers`` for both).
+        **options: any other :class:`TransformerConfig` field, e.g. ``norm_first``,
+            ``activation``, ``positional``, ``share_embeddings``, ``tie_output``,
+            ``scale_embeddings``, ``pad_id``.
+
+    The decoder self-attention is always causal; ``tgt_mask`` adds to it.
+    """
+
+    def __init__(
+        self,
+        src_vocab_size: int | None = None,
+        tgt_vocab_size: int | None = None,
+        d_model: int = 512,
+        num_heads: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        d_ff: int = 2048,
+        dropout: float = 0.1,
+        max_len: int = 5000,
+        *,
+        vocab_size: int | None = None,
+        num_layers: int | None = None,
+        config: TransformerConfig | None = None,
+        **options,
+    ) -> None:
+        super().__init__()
+        if config is None:
+            unknown = set(options) - {f.name for f in fields(TransformerConfig)}
+            if unknown:
+                raise TypeError(f"Transformer got unknown option(s): {sorted(unknown)}")
+            src_vocab_size = src_vocab_size or vocab_size
+            tgt_vocab_size = tgt_vocab_size or vocab_size or src_vocab_size
+            if src_vocab_size is None or tgt_vocab_size is None:
+                raise ValueError("give src_vocab_size and tgt_vocab_size, or vocab_size")
+            config = TransformerConfig(
+                src_vocab_size=src_vocab_size,
+                tgt_vocab_size=tgt_vocab_size,
+                d_model=d_model,
+                num_heads=num_heads,
+                num_encoder_layers=num_layers or num_encoder_layers,
+                num_decoder_layers=num_layers or num_decoder_layers,
+                d_ff=d_ff,
+                dropout=dropout,
+                max_len=max_len,
+                **options,
+            )
+        self.config = config
+        self.src_embedding = nn.Embedding(config.src_vocab_size, config.d_model, config.pad_id)
+        self.tgt_embedding = (
+            self.src_embedding
+            if config.share_embeddings
+            else nn.Embedding(config.tgt_vocab_size, config.d_model, config.pad_id)
+        )
+        positional = POSITIONAL[config.positional]
+        self.src_positions = positional(config.d_model, config.max_len, config.dropout)
+        self.tgt_positions = positional(config.d_model, config.max_len, config.dropout)
+        self.encoder = _encoder(config)
+        self.decoder = _decoder(config)
+        self.output_projection = nn.Linear(config.d_model, config.tgt_vocab_size, bias=False)
+        self._embedding_scale = math.sqrt(config.d_model) if config.scale_embeddings else 1.0
+        self._reset_parameters()
+
+    @classmethod
+    def from_config(cls, config: TransformerConfig) -> Transformer:
+        return cls(config=config)
+
+    def _reset_parameters(self) -> None:
+        """Xavier-uniform matrices (as torch.nn.Transformer); N(0, d^-1/2) embeddings."""
+        for name, param in self.named_parameters():
+            if "embedding" in name:
+                nn.init.normal_(param, std=self.config.d_model**-0.5)
+            elif param.dim() > 1:
+                nn.init.xavier_uniform_(param)
+        for embedding in (self.src_embedding, self.tgt_embedding):
+            embedding.weight.data[self.config.pad_id].zero_()
+        if self.config.tie_output:
+            self.output_projection.weight = self.tgt_embedding.weight
+
+    def _check_tokens(self, name: str, tokens: Tensor, vocab_size: int) -> None:
+        if tokens.dim() != 2 or tokens.dtype.is_floating_point:
+            raise ValueError(
+                f"{name} must be integer token ids of shape (B, T); got {tuple(tokens.shape)} "
+                f"{tokens.dtype}"
+            )
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= vocab_size):
+            raise ValueError(
+                f"{name} ids must be in [0, {vocab_size}); got range "
+                f"[{int(tokens.min())}, {int(tokens.max())}]"
+            )
+
+    def encode(
+        self, src: Tensor, src_mask: Tensor | None = None, *, need_weights: bool = False
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """``src (B, S)`` -> memory ``(B, S, D)``; masks padding unless ``src_mask`` is given."""
+        self._check_tokens("src", src, self.config.src_vocab_size)
+        if src_mask is None:
+            src_mask = create_padding_mask(src, self.config.pad_id)
+        x = self.src_positions(self.src_embedding(src) * self._embedding_scale)
+        return self.encoder(x, src_mask, need_weights=need_weights)
+
+    def decode(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        tgt_mask: Tensor | None = None,
+        memory_mask: Tensor | None = None,
+        *,
+        cache: DecoderCache | None = None,
+        need_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, list[Tensor], list[Tensor]]:
+        """Decoder hidden states ``(B, T, D)`` for ``tgt (B, T)`` given ``memory (B, S, D)``.
+
+        Self-attention is causal. Without a cache and ``tgt_mask``, target
+        padding is masked. With a cache the ``T`` tokens continue the cached
+        prefix (their positions start at ``cache.length``).
+        """
+        self._check_tokens("tgt", tgt, self.config.tgt_vocab_size)
+        if tgt_mask is None and cache is None:
+            tgt_mask = create_padding_mask(tgt, self.config.pad_id)
+        offset = 0 if cache is None else cache.length
+        x = self.tgt_positions(self.tgt_embedding(tgt) * self._embedding_scale, offset)
+        return self.decoder(
+            x,
+            memory,
+            tgt_mask,
+            memory_mask,
+            is_causal=True,
+            need_weights=need_weights,
+            cache=cache,
+        )
+
+    def project(self, hidden: Tensor) -> Tensor:
+        """Decoder hidden states ``(..., D)`` -> logits ``(..., tgt_vocab_size)``."""
+        return self.output_projection(hidden)
+
+    def new_cache(self, batch_size: int, max_len: int, *, like: Tensor) -> DecoderCache:
+        """Decoder KV caches for up to ``max_len`` target positions."""
+        return self.decoder.new_cache(batch_size, max_len, like=like)
+
+    def forward(
+        self,
+        src: Tensor,
+        tgt: Tensor,
+        src_mask: Tensor | None = None,
+        tgt_mask: Tensor | None = None,
+        *,
+        return_attention: bool = False,
+    ) -> Tensor | tuple[Tensor, TransformerAttention]:
+        """Teacher-forced logits ``(B, T, tgt_vocab_size)`` for ``src (B, S)``, ``tgt (B, T)``.
+
+        ``src_mask`` (bool, True = real token) defaults to the source padding
+        mask and also masks cross-attention. With ``return_attention`` also
+        returns every layer's weights per head.
+        """
+        if src_mask is None:
+            self._check_tokens("src", src, self.config.src_vocab_size)
+            src_mask = create_padding_mask(src, self.config.pad_id)
+        if not return_attention:
+            memory = self.encode(src, src_mask)
+            return self.project(self.decode(tgt, memory, tgt_mask, src_mask))
+        memory, encoder_weights = self.encode(src, src_mask, need_weights=True)
+        hidden, self_weights, cross_weights = self.decode(
+            tgt, memory, tgt_mask, src_mask, need_weights=True
+        )
+        attention = TransformerAttention(encoder_weights, self_weights, cross_weights)
+        return self.project(hidden), attention
+
+
+def build_transformer(config: TransformerConfig) -> Transformer:
+    """Build a :class:`Transformer` from its config."""
+    return Transformer.from_config(config)

@@ -1,0 +1,6 @@
+"""Attention modules."""
+
+from attnkit.nn.attention.multihead import MultiHeadAttention, QueryKeyTransform, ScoreBias
+from attnkit.nn.attention.scaled_dot_product import ScaledDotProductAttention
+
+__all__ = ["MultiHeadAttention", "QueryKeyTransform", "ScaledDotProductAttention", "ScoreBias"]

@@ -1,0 +1,210 @@
+"""Multi-head attention: self, cross, grouped-query / multi-query, with a KV cache.
+
+Positional schemes plug in without changing this module: a *rotary* component
+rotates queries and keys after projection, and a *score-bias* provider adds an
+additive bias (ALiBi, T5 buckets, ...) to the attention scores.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from torch import Tensor, nn
+
+from attnkit.functional import scaled_dot_product_attention
+from attnkit.nn.kv_cache import KVCache, StaticKVCache
+
+__all__ = ["MultiHeadAttention", "QueryKeyTransform", "ScoreBias"]
+
+
+class QueryKeyTransform(Protocol):
+    """Transforms per-head queries and keys, e.g. rotary position embeddings.
+
+    ``query (B, H, Tq, Dh)`` and ``key (B, Hkv, Tk, Dh)`` hold positions
+    ``offset, offset + 1, ...``; returns the transformed pair.
+    """
+
+    def __call__(self, query: Tensor, key: Tensor, *, offset: int) -> tuple[Tensor, Tensor]: ...
+
+
+class ScoreBias(Protocol):
+    """Provides an additive score bias, e.g. ALiBi or T5 relative buckets.
+
+    Queries sit at positions ``offset .. offset + query_len - 1`` and keys at
+    ``0 .. key_len - 1``; returns a float tensor broadcastable to
+    ``(B, H, query_len, key_len)``.
+    """
+
+    def __call__(self, query_len: int, key_len: int, *, offset: int) -> Tensor: ...
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head scaled dot-product attention (Vaswani et al. 2017), batch first.
+
+    Args:
+        d_model: model width ``D`` of queries and of the output.
+        num_heads: query heads ``H``.
+        dropout: dropout on attention weights (training only).
+        num_kv_heads: key/value heads ``Hkv`` (``H`` by default; 1 = multi-query;
+            a divisor of ``H`` = grouped-query attention).
+        bias: learn biases in the four projections.
+        kdim, vdim: feature sizes of ``key`` and ``value`` inputs (default ``D``).
+        head_dim: per-head size (default ``D // H``).
+        rotary: optional :class:`QueryKeyTransform` applied to projected q/k.
+        score_bias: optional :class:`ScoreBias` added to the scores.
+        backend: attention backend name passed to
+            :func:`attnkit.functional.scaled_dot_product_attention`.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        *,
+        num_kv_heads: int | None = None,
+        bias: bool = True,
+        kdim: int | None = None,
+        vdim: int | None = None,
+        head_dim: int | None = None,
+        rotary: nn.Module | None = None,
+        score_bias: nn.Module | None = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        num_kv_heads = num_kv_heads or num_heads
+        if head_dim is None:
+            if d_model % num_heads != 0:
+                raise ValueError(
+                    f"d_model ({d_model}) must be divisible by num_heads ({num_heads}) "
+                    "or head_dim must be given"
+                )
+            head_dim = d_model // num_heads
+        if num_heads % num_kv_heads != 0:
+            raise ValueError(
+                f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {dropout}")
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.kdim = kdim or d_model
+        self.vdim = vdim or d_model
+        self.dropout = dropout
+        self.backend = backend
+        self.q_proj = nn.Linear(d_model, num_heads * head_dim, bias=bias)
+        self.k_proj = nn.Linear(self.kdim, num_kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(self.vdim, num_kv_heads * head_dim, bias=bias)
+        self.out_proj = nn.Linear(num_heads * head_dim, d_model, bias=bias)
+        self.rotary = rotary
+        self.score_bias = score_bias
+
+    def _split_heads(self, x: Tensor, heads: int) -> Tensor:
+        """``(B, T, heads * Dh)`` -> ``(B, heads, T, Dh)``."""
+        return x.unflatten(-1, (heads, self.head_dim)).transpose(1, 2)
+
+    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor) -> None:
+        expected = (
+            ("query", query, self.d_model),
+            ("key", key, self.kdim),
+            ("value", value, self.vdim),
+        )
+        for name, t, width in expected:
+            if t.dim() != 3 or t.size(-1) != width:
+                raise ValueError(f"{name} must have shape (B, T, {width}); got {tuple(t.shape)}")
+        if key.shape[:2] != value.shape[:2]:
+            raise ValueError(
+                f"key and value must share (B, Tk); got key {tuple(key.shape)}, "
+                f"value {tuple(value.shape)}"
+            )
+        if key.size(0) != query.size(0):
+            raise ValueError(
+                f"key batch size must equal query's {query.size(0)}; got {key.size(0)}"
+            )
+
+    def _keys_values(
+        self, query_heads: Tensor, key: Tensor, value: Tensor, cache: KVCache | StaticKVCache | None
+    ) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Project (or fetch cached) keys/values; apply rotary. Returns q, k, v, query offset."""
+        if isinstance(cache, StaticKVCache) and cache.ready:
+            return query_heads, cache.key, cache.value, 0  # type: ignore[return-value]
+        k = self._split_heads(self.k_proj(key), self.num_kv_heads)
+        v = self._split_heads(self.v_proj(value), self.num_kv_heads)
+        offset = cache.length if isinstance(cache, KVCache) else 0
+        if self.rotary is not None:
+            query_heads, k = self.rotary(query_heads, k, offset=offset)
+        if cache is not None:
+            k, v = cache.update(k, v)
+        return query_heads, k, v, offset
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        mask: Tensor | None = None,
+        *,
+        need_weights: bool = False,
+        cache: KVCache | StaticKVCache | None = None,
+        is_causal: bool = False,
+        attn_bias: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``query`` to ``key``/``value``.
+
+        Args:
+            query: ``(B, Tq, D)``.
+            key: ``(B, Tk, kdim)``; defaults to ``query`` (self-attention).
+            value: ``(B, Tk, vdim)``; defaults to ``key``.
+            mask: bool, broadcastable to ``(B, H, Tq, Tk_total)``, True = may attend;
+                ``Tk_total`` includes cached positions.
+            need_weights: also return weights ``(B, H, Tq, Tk_total)``.
+            cache: a :class:`KVCache` (self-attention: new keys/values are
+                appended) or a :class:`StaticKVCache` (cross-attention: filled on
+                the first call, reused afterwards).
+            is_causal: each query sees keys up to its own position; with a cache
+                the queries are the last ``Tq`` positions (bottom-right alignment).
+            attn_bias: extra additive bias broadcastable to ``(B, H, Tq, Tk_total)``.
+
+        Returns:
+            ``(output (B, Tq, D), weights or None)``.
+        """
+        key = query if key is None else key
+        value = key if value is None else value
+        self._check_inputs(query, key, value)
+        q = self._split_heads(self.q_proj(query), self.num_heads)
+        q, k, v, offset = self._keys_values(q, key, value, cache)
+        if self.score_bias is not None:
+            position_bias = self.score_bias(q.size(2), k.size(2), offset=offset)
+            attn_bias = position_bias if attn_bias is None else attn_bias + position_bias
+        out, weights = scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            mask,
+            attn_bias=attn_bias,
+            is_causal="bottom_right" if is_causal else False,
+            dropout_p=self.dropout if self.training else 0.0,
+            need_weights=need_weights,
+            backend=self.backend,
+        )
+        out = out.transpose(1, 2).flatten(2)
+        return self.out_proj(out), weights
+
+    def new_cache(self, batch_size: int, max_len: int, *, like: Tensor) -> KVCache:
+        """A self-attention cache sized for this module, on ``like``'s device and dtype."""
+        return KVCache(
+            batch_size,
+            self.num_kv_heads,
+            max_len,
+            self.head_dim,
+            dtype=like.dtype,
+            device=like.device,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"d_model={self.d_model}, num_heads={self.num_heads}, "
+            f"num_kv_heads={self.num_kv_heads}, head_dim={self.head_dim}, backend={self.backend!r}"
+        )

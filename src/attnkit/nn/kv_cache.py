@@ -1,0 +1,110 @@
+"""Key/value caches for incremental decoding.
+
+``KVCache`` is preallocated for self-attention: every decoding step writes its
+new keys/values into the next free slots and attention reads the filled
+prefix. ``StaticKVCache`` holds cross-attention keys/values, computed once from
+the encoder memory and reused at every step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["KVCache", "StaticKVCache"]
+
+
+class KVCache:
+    """Growing self-attention cache, preallocated to ``max_len`` positions.
+
+    Buffers have shape ``(B, Hkv, max_len, Dh)``; ``length`` positions are filled.
+    """
+
+    static = False
+
+    def __init__(
+        self,
+        batch_size: int,
+        num_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        *,
+        value_dim: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        shape = (batch_size, num_kv_heads, max_len, head_dim)
+        self.key = torch.zeros(shape, dtype=dtype, device=device)
+        self.value = torch.zeros((*shape[:-1], value_dim or head_dim), dtype=dtype, device=device)
+        self.length = 0
+
+    @property
+    def max_len(self) -> int:
+        return self.key.size(2)
+
+    def update(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Append ``(B, Hkv, t, Dh)`` keys/values; return all filled ``(B, Hkv, length, Dh)``."""
+        if (
+            key.dim() != 4
+            or key.shape[:2] != self.key.shape[:2]
+            or key.size(-1) != self.key.size(-1)
+        ):
+            raise ValueError(
+                f"key must have shape (B, Hkv, t, Dh) with (B, Hkv, Dh) = "
+                f"{(self.key.size(0), self.key.size(1), self.key.size(3))}; got {tuple(key.shape)}"
+            )
+        expected_value = (*key.shape[:3], self.value.size(-1))
+        if value.shape != expected_value:
+            raise ValueError(
+                f"value must have shape (B, Hkv, t, Dv) = {expected_value}; "
+                f"got {tuple(value.shape)}"
+            )
+        end = self.length + key.size(2)
+        if end > self.max_len:
+            raise ValueError(
+                f"KV cache overflow: {self.length} cached + {key.size(2)} new positions exceed "
+                f"max_len={self.max_len}"
+            )
+        self.key[:, :, self.length : end] = key
+        self.value[:, :, self.length : end] = value
+        self.length = end
+        return self.key[:, :, :end], self.value[:, :, :end]
+
+    def reorder(self, indices: Tensor) -> None:
+        """Select batch rows (e.g. surviving beams) in place: ``indices (B,)``."""
+        self.key = self.key.index_select(0, indices)
+        self.value = self.value.index_select(0, indices)
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+class StaticKVCache:
+    """Cross-attention cache: keys/values of the encoder memory, computed once."""
+
+    static = True
+
+    def __init__(self) -> None:
+        self.key: Tensor | None = None
+        self.value: Tensor | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.key is not None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.key is None else self.key.size(2)
+
+    def update(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Store ``(B, Hkv, S, Dh)`` keys/values (first call) and return them."""
+        self.key, self.value = key, value
+        return key, value
+
+    def reorder(self, indices: Tensor) -> None:
+        if self.key is not None and self.value is not None:
+            self.key = self.key.index_select(0, indices)
+            self.value = self.value.index_select(0, indices)
+
+    def reset(self) -> None:
+        self.key = self.value = None

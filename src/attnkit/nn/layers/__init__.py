@@ -1,0 +1,25 @@
+"""Feed-forward networks, norms and Transformer blocks."""
+
+from attnkit.nn.layers.blocks import (
+    DecoderCache,
+    DecoderLayerCache,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+)
+from attnkit.nn.layers.feedforward import FeedForward, PositionwiseFeedForward
+from attnkit.nn.layers.norm import RMSNorm, make_norm
+
+__all__ = [
+    "DecoderCache",
+    "DecoderLayerCache",
+    "FeedForward",
+    "PositionwiseFeedForward",
+    "RMSNorm",
+    "TransformerDecoder",
+    "TransformerDecoderLayer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
+    "make_norm",
+]

@@ -1,0 +1,67 @@
+"""Position-wise feed-forward networks, plain and gated (GLU variants, Shazeer 2020)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ACTIVATIONS", "FeedForward", "PositionwiseFeedForward"]
+
+ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], bool]] = {
+    # name: (activation, gated)
+    "relu": (F.relu, False),
+    "gelu": (F.gelu, False),
+    "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), False),
+    "silu": (F.silu, False),
+    "swiglu": (F.silu, True),
+    "geglu": (F.gelu, True),
+}
+
+
+class FeedForward(nn.Module):
+    """``linear2(dropout(act(linear1(x))))``; gated variants use ``act(gate(x)) * linear1(x)``.
+
+    Shapes: ``(..., d_model) -> (..., d_model)`` through ``d_ff`` hidden units.
+
+    Args:
+        d_model: input and output width.
+        d_ff: hidden width.
+        dropout: dropout on the hidden activations (training only).
+        activation: ``"relu"`` (the paper), ``"gelu"``, ``"gelu_tanh"``, ``"silu"``,
+            ``"swiglu"`` or ``"geglu"``.
+        bias: learn biases in the linear layers.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {activation!r}")
+        self.activation_name = activation
+        self.activation, gated = ACTIVATIONS[activation]
+        self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
+        self.gate = nn.Linear(d_model, d_ff, bias=bias) if gated else None
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.gate is None:
+            hidden = self.activation(self.linear1(x))
+        else:
+            hidden = self.activation(self.gate(x)) * self.linear1(x)
+        return self.linear2(self.dropout(hidden))
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation_name!r}"
+
+
+PositionwiseFeedForward = FeedForward

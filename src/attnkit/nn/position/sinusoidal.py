@@ -1,0 +1,54 @@
+"""Fixed sinusoidal positional encoding (Vaswani et al. 2017, section 3.5)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.nn.position._common import check_length
+
+__all__ = ["PositionalEncoding", "sinusoidal_table"]
+
+
+def sinusoidal_table(length: int, d_model: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``(length, d_model)``: PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(...)."""
+    position = torch.arange(length, dtype=torch.float64)[:, None]
+    inv_freq = torch.exp(
+        torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model)
+    )
+    angles = position * inv_freq
+    table = torch.zeros(length, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angles)
+    table[:, 1::2] = torch.cos(angles[:, : d_model // 2])
+    return table.to(dtype)
+
+
+class PositionalEncoding(nn.Module):
+    """Adds the sinusoidal table to ``(B, T, D)`` embeddings, then dropout.
+
+    Args:
+        d_model: embedding width ``D``.
+        max_len: longest supported sequence (positions beyond raise).
+        dropout: dropout applied after adding positions (the paper's P_drop).
+    """
+
+    def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.max_len = max_len
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("pe", sinusoidal_table(max_len, d_model), persistent=False)
+
+    def get_positional_encoding(self, seq_len: int, offset: int = 0) -> Tensor:
+        """The ``(seq_len, D)`` encodings of positions ``offset .. offset + seq_len - 1``."""
+        check_length(seq_len, offset, self.max_len, type(self).__name__)
+        return self.pe[offset : offset + seq_len]
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """``x (B, T, D)`` -> ``x + PE[offset : offset + T]`` with dropout."""
+        if x.dim() != 3 or x.size(-1) != self.d_model:
+            raise ValueError(f"x must have shape (B, T, {self.d_model}); got {tuple(x.shape)}")
+        pe = self.get_positional_encoding(x.size(1), offset)
+        return self.dropout(x + pe.to(x.dtype))

@@ -1,0 +1,35 @@
+"""The command line: `attnkit demo` end to end with few steps."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from attnkit.cli import main
+
+
+@pytest.mark.slow
+def test_demo_writes_heatmap_and_summary(tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path), "--steps", "30"]) == 0
+    printed = capsys.readouterr().out
+    assert "sequence accuracy" in printed
+    heatmap = tmp_path / "cross_attention.png"
+    assert heatmap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((tmp_path / "result.json").read_text())
+    assert summary["config"]["steps"] == 30
+    assert 0.0 <= summary["result"]["sequence_accuracy"] <= 1.0
+
+
+def test_console_script_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "attnkit.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "demo" in out and "bench" in out
+
+
+def test_unknown_command_fails(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["frobnicate"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,16 @@
+"""The README's Python example must run as written."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    assert blocks, "README has no python example"
+    namespace: dict = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    assert namespace["logits"].shape == (2, 9, 1000)
+    assert namespace["weights"].shape == (2, 8, 128, 128)
+    assert namespace["tokens"].shape[0] == 2
