@@ -51,25 +51,21 @@ class _Block:
     needs_causal_mask: bool
 
 
-def _blocks(query_len: int, key_len: int, plan: _Plan) -> Iterator[_Block]:
-    """Tiles in order, skipping those that causal masking hides entirely."""
-    for qi, q_start in enumerate(range(0, query_len, plan.block_q)):
-        q_end = min(q_start + plan.block_q, query_len)
-        for ki, k_start in enumerate(range(0, key_len, plan.block_k)):
-            k_end = min(k_start + plan.block_k, key_len)
-            needs_causal_mask = False
-            if plan.causal_offset is not None:
-                last_query_pos = q_end - 1 + plan.causal_offset
-                first_query_pos = q_start + plan.causal_offset
-                if k_start > last_query_pos:
-                    continue
-                needs_causal_mask = k_end - 1 > first_query_pos
-            yield _Block(
-                qi * plan.num_k_blocks + ki,
-                slice(q_start, q_end),
-                slice(k_start, k_end),
-                needs_causal_mask,
-            )
+def _query_blocks(query_len: int, plan: _Plan) -> Iterator[tuple[int, slice]]:
+    for qi, start in enumerate(range(0, query_len, plan.block_q)):
+        yield qi, slice(start, min(start + plan.block_q, query_len))
+
+
+def _key_blocks(qi: int, rows: slice, key_len: int, plan: _Plan) -> Iterator[_Block]:
+    """Key tiles of one query block, skipping those that causal masking hides entirely."""
+    for ki, k_start in enumerate(range(0, key_len, plan.block_k)):
+        k_end = min(k_start + plan.block_k, key_len)
+        needs_causal_mask = False
+        if plan.causal_offset is not None:
+            if k_start > rows.stop - 1 + plan.causal_offset:
+                break  # this and all later key tiles lie in every query's future
+            needs_causal_mask = k_end - 1 > rows.start + plan.causal_offset
+        yield _Block(qi * plan.num_k_blocks + ki, rows, slice(k_start, k_end), needs_causal_mask)
 
 
 def _slice_last2(t: Tensor, rows: slice, cols: slice) -> Tensor:
@@ -90,17 +86,26 @@ def _block_allowed(mask: Tensor | None, block: _Block, plan: _Plan, device) -> T
     return allowed
 
 
-def _block_scores(
-    q: Tensor, k: Tensor, bias: Tensor | None, allowed: Tensor | None, block: _Block, plan: _Plan
+def _tile_scores(
+    scaled_q: Tensor,
+    k: Tensor,
+    bias: Tensor | None,
+    mask: Tensor | None,
+    block: _Block,
+    plan: _Plan,
 ) -> Tensor:
-    """Scaled scores of one tile in the compute dtype, masked with the dtype's minimum."""
-    lowest = torch.finfo(plan.dtype).min
-    scores = q[:, :, block.q].to(plan.dtype) @ k[:, :, block.k].to(plan.dtype).transpose(-2, -1)
-    scores = scores * plan.scale
+    """Scores ``(B, H, bq, bk)`` of one tile in the compute dtype; hidden keys get ``-inf``.
+
+    ``scaled_q`` is the query block already multiplied by the scale. ``-inf``
+    is safe here: the online softmax below never subtracts ``-inf`` from itself.
+    """
+    scores = scaled_q @ k[:, :, block.k].to(plan.dtype).transpose(-2, -1)
     if bias is not None:
-        scores = (scores + _slice_last2(bias, block.q, block.k).to(plan.dtype)).clamp_min(lowest)
+        scores += _slice_last2(bias, block.q, block.k).to(plan.dtype)
+        scores.clamp_min_(torch.finfo(plan.dtype).min)
+    allowed = _block_allowed(mask, block, plan, scores.device)
     if allowed is not None:
-        scores = scores.masked_fill(~allowed, lowest)
+        scores.masked_fill_(~allowed, -torch.inf)
     return scores
 
 
@@ -115,28 +120,29 @@ def _dropout_keep(shape: torch.Size, block: _Block, plan: _Plan, device) -> Tens
 def _forward(q, k, v, bias, mask, plan: _Plan) -> tuple[Tensor, Tensor]:
     """Output ``(B, H, Tq, Dv)`` and per-row log-sum-exp ``(B, H, Tq)`` (+inf for empty rows)."""
     batch, heads, query_len, _ = q.shape
-    lowest = torch.finfo(plan.dtype).min
-    row_max = q.new_full((batch, heads, query_len), lowest, dtype=plan.dtype)
-    row_sum = q.new_zeros((batch, heads, query_len), dtype=plan.dtype)
-    acc = q.new_zeros((batch, heads, query_len, v.size(-1)), dtype=plan.dtype)
-    for block in _blocks(query_len, k.size(-2), plan):
-        allowed = _block_allowed(mask, block, plan, q.device)
-        scores = _block_scores(q, k, bias, allowed, block, plan)
-        new_max = torch.maximum(row_max[:, :, block.q], scores.amax(dim=-1))
-        probs = torch.exp(scores - new_max[..., None])
-        if allowed is not None:
-            probs = probs * allowed
-        rescale = torch.exp(row_max[:, :, block.q] - new_max)
-        row_sum[:, :, block.q] = row_sum[:, :, block.q] * rescale + probs.sum(dim=-1)
-        if plan.dropout_p > 0:
-            probs = probs * _dropout_keep(probs.shape, block, plan, q.device)
-        acc[:, :, block.q] = acc[:, :, block.q] * rescale[..., None] + probs @ v[:, :, block.k].to(
-            plan.dtype
-        )
-        row_max[:, :, block.q] = new_max
-    has_keys = row_sum > 0
-    out = acc / torch.where(has_keys, row_sum, 1.0)[..., None]
-    lse = torch.where(has_keys, row_max + torch.log(row_sum), torch.inf)
+    out = q.new_empty((batch, heads, query_len, v.size(-1)), dtype=plan.dtype)
+    lse = q.new_empty((batch, heads, query_len), dtype=plan.dtype)
+    for qi, rows in _query_blocks(query_len, plan):
+        scaled_q = q[:, :, rows].to(plan.dtype) * plan.scale
+        row_max = torch.full(scaled_q.shape[:-1], -torch.inf, dtype=plan.dtype, device=q.device)
+        safe_max = torch.zeros_like(row_max)
+        row_sum = torch.zeros_like(row_max)
+        acc = scaled_q.new_zeros((batch, heads, scaled_q.size(2), v.size(-1)))
+        for block in _key_blocks(qi, rows, k.size(-2), plan):
+            probs = _tile_scores(scaled_q, k, bias, mask, block, plan)
+            new_max = torch.maximum(row_max, probs.amax(dim=-1))
+            # Rows with no visible key yet keep max -inf; subtract 0 there instead.
+            safe_max = new_max.nan_to_num(neginf=0.0)
+            probs.sub_(safe_max[..., None]).exp_()
+            rescale = torch.exp(row_max - safe_max)  # 0 while the old max is -inf
+            row_max = new_max
+            row_sum = row_sum * rescale + probs.sum(dim=-1)
+            if plan.dropout_p > 0:
+                probs *= _dropout_keep(probs.shape, block, plan, q.device)
+            acc = acc * rescale[..., None] + probs @ v[:, :, block.k].to(plan.dtype)
+        has_keys = row_sum > 0
+        out[:, :, rows] = acc / torch.where(has_keys, row_sum, 1.0)[..., None]
+        lse[:, :, rows] = torch.where(has_keys, safe_max + torch.log(row_sum), torch.inf)
     return out, lse
 
 
@@ -156,27 +162,28 @@ def _backward(q, k, v, bias, mask, out, lse, grad_out, plan: _Plan, want_bias_gr
     grad_bias = (
         torch.zeros(bias.shape, dtype=plan.dtype, device=q.device) if want_bias_grad else None
     )
-    for block in _blocks(q.size(-2), k.size(-2), plan):
-        allowed = _block_allowed(mask, block, plan, q.device)
-        scores = _block_scores(q, k, bias, allowed, block, plan)
-        probs = torch.exp(scores - lse[:, :, block.q, None])
-        if allowed is not None:
-            probs = probs * allowed
-        v_block = v[:, :, block.k].to(plan.dtype)
-        d_probs = grad_out[:, :, block.q] @ v_block.transpose(-2, -1)
-        dropped = probs
-        if plan.dropout_p > 0:
-            keep = _dropout_keep(probs.shape, block, plan, q.device)
-            dropped = probs * keep
-            d_probs = d_probs * keep
-        grad_v[:, :, block.k] += dropped.transpose(-2, -1) @ grad_out[:, :, block.q]
-        d_scores = probs * (d_probs - delta[:, :, block.q, None])
-        if grad_bias is not None:
-            target = _slice_last2(grad_bias, block.q, block.k)
-            target += _reduce_to(d_scores, target.shape)
-        d_scores = d_scores * plan.scale
-        grad_q[:, :, block.q] += d_scores @ k[:, :, block.k].to(plan.dtype)
-        grad_k[:, :, block.k] += d_scores.transpose(-2, -1) @ q[:, :, block.q].to(plan.dtype)
+    for qi, rows in _query_blocks(q.size(-2), plan):
+        scaled_q = q[:, :, rows].to(plan.dtype) * plan.scale
+        grad_out_rows, delta_rows = grad_out[:, :, rows], delta[:, :, rows, None]
+        grad_scaled_q = torch.zeros_like(scaled_q)
+        for block in _key_blocks(qi, rows, k.size(-2), plan):
+            probs = _tile_scores(scaled_q, k, bias, mask, block, plan)
+            probs.sub_(lse[:, :, rows, None]).exp_()  # hidden keys and empty rows give 0
+            v_block = v[:, :, block.k].to(plan.dtype)
+            d_scores = grad_out_rows @ v_block.transpose(-2, -1)  # dL/d(probs after dropout)
+            if plan.dropout_p > 0:
+                keep = _dropout_keep(probs.shape, block, plan, q.device)
+                grad_v[:, :, block.k] += (probs * keep).transpose(-2, -1) @ grad_out_rows
+                d_scores *= keep
+            else:
+                grad_v[:, :, block.k] += probs.transpose(-2, -1) @ grad_out_rows
+            d_scores.sub_(delta_rows).mul_(probs)  # softmax backward
+            if grad_bias is not None:
+                target = _slice_last2(grad_bias, block.q, block.k)
+                target += _reduce_to(d_scores, target.shape)
+            grad_scaled_q += d_scores @ k[:, :, block.k].to(plan.dtype)
+            grad_k[:, :, block.k] += d_scores.transpose(-2, -1) @ scaled_q
+        grad_q[:, :, rows] = grad_scaled_q * plan.scale
     return grad_q, grad_k, grad_v, grad_bias
 
 
