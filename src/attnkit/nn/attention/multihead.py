@@ -128,8 +128,12 @@ class MultiHeadAttention(nn.Module):
         self, query_heads: Tensor, key: Tensor, value: Tensor, cache: KVCache | StaticKVCache | None
     ) -> tuple[Tensor, Tensor, Tensor, int]:
         """Project (or fetch cached) keys/values; apply rotary. Returns q, k, v, query offset."""
-        if isinstance(cache, StaticKVCache) and cache.ready:
-            return query_heads, cache.key, cache.value, 0  # type: ignore[return-value]
+        if isinstance(cache, StaticKVCache):
+            if self.rotary is not None:
+                # Query and memory positions are unrelated in cross-attention.
+                raise ValueError("rotary applies to self-attention; got a cross-attention cache")
+            if cache.ready:
+                return query_heads, cache.key, cache.value, 0  # type: ignore[return-value]
         k = self._split_heads(self.k_proj(key), self.num_kv_heads)
         v = self._split_heads(self.v_proj(value), self.num_kv_heads)
         offset = cache.length if isinstance(cache, KVCache) else 0
