@@ -1,0 +1,267 @@
+"""``attnkit bench`` subcommands: their arguments and what they run.
+
+Each subcommand is a :class:`Command` in :data:`COMMANDS`; a new benchmark
+(e.g. ``train``) adds one entry with a ``configure`` and a ``run`` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from attnkit.bench.attention import (
+    DEFAULT_IMPLS,
+    DEFAULT_SEQ_LENS,
+    IMPLEMENTATIONS,
+    AttentionSettings,
+    run_attention,
+)
+from attnkit.bench.environment import describe, device_memory_bytes
+from attnkit.bench.measure import Timing
+from attnkit.bench.report import write_json, write_report
+
+DTYPE_ALIASES = {
+    "fp32": "float32",
+    "float32": "float32",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+}
+DEFAULT_BUDGET_FRACTION = 0.6
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``attnkit bench`` subcommand."""
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, argparse.ArgumentParser], int]
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}")
+    return value
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated positive integers, e.g. ``256,1024``."""
+    try:
+        values = tuple(positive_int(part.strip()) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers such as 256,1024; got {text!r}"
+        ) from None
+    return values
+
+
+def impl_list(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated implementation names from the registry."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [name for name in names if name not in IMPLEMENTATIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated names from {', '.join(IMPLEMENTATIONS)}; got {text!r}"
+        )
+    return names
+
+
+def dtype_name(text: str) -> str:
+    """argparse type: fp32/bf16/fp16 (or the torch names) -> the torch name."""
+    if text.lower() not in DTYPE_ALIASES:
+        raise argparse.ArgumentTypeError(
+            f"expected one of fp32, bf16, fp16 (or float32, bfloat16, float16); got {text!r}"
+        )
+    return DTYPE_ALIASES[text.lower()]
+
+
+def device_name(text: str) -> str:
+    """argparse type: ``cpu``, ``cuda`` or ``cuda:N``, and it must exist here."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N; got {text!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N; got {text!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r} requested but CUDA is not available here")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
+        )
+    return str(device)
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def configure_attention(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``attnkit bench attention``."""
+    add = parser.add_argument
+    add(
+        "--seq-lens",
+        type=int_list,
+        default=DEFAULT_SEQ_LENS,
+        metavar="T,T,...",
+        help=f"sequence lengths (default: {','.join(map(str, DEFAULT_SEQ_LENS))}; "
+        "cases estimated over the memory budget are skipped)",
+    )
+    add("--batch", type=positive_int, default=2, help="batch size B (default: %(default)s)")
+    add("--heads", type=positive_int, default=8, help="heads H (default: %(default)s)")
+    add("--head-dim", type=positive_int, default=64, help="head dim Dh (default: %(default)s)")
+    add(
+        "--impls",
+        type=impl_list,
+        default=DEFAULT_IMPLS,
+        metavar="NAME,...",
+        help=f"implementations (default: all of {', '.join(DEFAULT_IMPLS)})",
+    )
+    add("--no-causal", dest="causal", action="store_false", help="full (non-causal) attention")
+    add("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    add("--dtype", type=dtype_name, default="float32", help="fp32, bf16 or fp16 (default: fp32)")
+    add(
+        "--min-time",
+        type=non_negative_float,
+        default=1.0,
+        help="stop repeating once this many seconds were timed (default: %(default)s)",
+    )
+    add(
+        "--max-repeats",
+        type=positive_int,
+        default=5,
+        help="at most this many timed runs per phase (default: %(default)s)",
+    )
+    add(
+        "--memory-budget-gb",
+        type=positive_float,
+        default=None,
+        help="skip cases whose estimated peak exceeds this many GiB "
+        f"(default: {DEFAULT_BUDGET_FRACTION * 100:.0f}%% of the device's total memory)",
+    )
+    add(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch.set_num_threads in each worker (default: torch's default)",
+    )
+    add(
+        "--timeout",
+        type=positive_float,
+        default=1800.0,
+        help="seconds before one case's worker is stopped (default: %(default)s)",
+    )
+    add("--seed", type=int, default=0, help="random seed of the inputs (default: %(default)s)")
+    add(
+        "--output",
+        type=Path,
+        default=Path("bench-results"),
+        help="directory for attention.json and attention.md (default: %(default)s)",
+    )
+
+
+def _memory_budget(args: argparse.Namespace) -> int:
+    """Budget in bytes: the user's, else a fraction of the device's memory."""
+    if args.memory_budget_gb is not None:
+        return int(args.memory_budget_gb * 2**30)
+    total = device_memory_bytes(args.device)
+    return int(DEFAULT_BUDGET_FRACTION * total) if total else 8 * 2**30
+
+
+def attention_settings(args: argparse.Namespace) -> AttentionSettings:
+    """Parsed arguments -> :class:`AttentionSettings`."""
+    return AttentionSettings(
+        seq_lens=args.seq_lens,
+        batch=args.batch,
+        heads=args.heads,
+        head_dim=args.head_dim,
+        causal=args.causal,
+        device=args.device,
+        dtype=args.dtype,
+        impls=args.impls,
+        timing=Timing(min_time=args.min_time, max_repeats=args.max_repeats),
+        memory_budget_bytes=_memory_budget(args),
+        threads=args.threads,
+        seed=args.seed,
+        timeout_s=args.timeout,
+    )
+
+
+def _progress_line(record: dict) -> str:
+    head = f"attention {record['impl']:<16} T={record['T']:<6}"
+    if record["status"] != "ok":
+        return f"{head} {record['status']}: {record['message']}"
+    return (
+        f"{head} fwd {record['fwd_s'] * 1e3:9.2f} ms  fwd+bwd {record['fwd_bwd_s'] * 1e3:9.2f} ms"
+        f"  peak {record['peak_mem_bytes'] / 2**20:9.1f} MiB"
+    )
+
+
+def run_attention_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the attention benchmark, write the results, print the markdown."""
+    del parser
+    settings = attention_settings(args)
+    records: list[dict] = []
+    total = len(settings.seq_lens) * len(settings.impls)
+    with tqdm(total=total, desc="attention", file=sys.stderr, disable=None) as bar:
+
+        def on_record(record: dict) -> None:
+            records.append(record)
+            write_json(records, args.output / "attention.json")  # partial results survive
+            bar.update()
+            tqdm.write(_progress_line(record), file=sys.stderr)
+
+        run_attention(settings, on_record)
+    markdown = write_report(records, settings, describe(settings.device), args.output)
+    print(markdown)
+    print(
+        f"wrote {args.output / 'attention.json'} and {args.output / 'attention.md'}",
+        file=sys.stderr,
+    )
+    return 1 if any(r["status"] == "error" for r in records) else 0
+
+
+COMMANDS: dict[str, Command] = {
+    "attention": Command(
+        help="time and peak memory of attention implementations (attnkit backends, torch, naive)",
+        configure=configure_attention,
+        run=run_attention_command,
+    ),
+}
