@@ -1,5 +1,6 @@
 """Shared test fixtures: a fixed torch seed for every test and a backend runner."""
 
+import os
 from functools import partial
 from unittest import mock
 
@@ -8,6 +9,12 @@ import torch
 
 from attnkit.functional import attention as attention_module
 from attnkit.functional import chunked_attention, scaled_dot_product_attention
+
+
+def pytest_configure(config):
+    """One torch thread per xdist worker: `-n 2` on two cores, not 2 x 2 threads fighting."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
