@@ -7,16 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from attnkit.data.batching import Seq2SeqBatch
+
 __all__ = ["ReversalTask", "Seq2SeqBatch"]
-
-
-@dataclass
-class Seq2SeqBatch:
-    """Padded ids: ``src (B, S)``, decoder input ``tgt_in (B, T)``, targets ``tgt_out (B, T)``."""
-
-    src: Tensor
-    tgt_in: Tensor
-    tgt_out: Tensor
 
 
 @dataclass(frozen=True)
@@ -51,7 +44,7 @@ class ReversalTask:
         tgt_out[torch.arange(batch_size), lengths] = self.eos_id
         tgt_in = torch.cat([torch.full((batch_size, 1), self.bos_id), tgt_out[:, :-1]], dim=1)
         tgt_in = tgt_in.masked_fill(tgt_in == self.eos_id, self.pad_id)
-        return Seq2SeqBatch(src, tgt_in, tgt_out)
+        return Seq2SeqBatch(src, tgt_in, tgt_out, pad_id=self.pad_id)
 
     def decode_digits(self, ids: Tensor) -> str:
         """Readable digits of a 1-D id sequence, stopping at ``eos``."""
