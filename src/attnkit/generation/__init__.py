@@ -1,5 +1,47 @@
-"""Decoding strategies over a model's step interface."""
+"""Decoding strategies over a model's step interface.
 
-from attnkit.generation.greedy import EncoderDecoderModel, greedy_decode
+Every strategy runs on a :class:`DecodingModel` (``start`` / ``step`` /
+``reorder`` with the KV cache); an encoder-decoder model such as
+:class:`attnkit.models.Transformer` is adapted automatically
+(:class:`EncoderDecoderAdapter`).
 
-__all__ = ["EncoderDecoderModel", "greedy_decode"]
+- :func:`greedy_decode`: the most likely token at every step.
+- :func:`beam_search`: batched beams, length penalty, early stopping, n-best.
+- :func:`sample`: temperature, top-k, top-p, repetition penalty, seeded.
+- :func:`generate`: any of them by name.
+"""
+
+from attnkit.generation.beam import BeamSearchOutput, beam_search
+from attnkit.generation.greedy import greedy_decode
+from attnkit.generation.interface import (
+    DecodingModel,
+    EncoderDecoderAdapter,
+    EncoderDecoderModel,
+    EncoderDecoderState,
+    as_decoding_model,
+)
+from attnkit.generation.processors import (
+    apply_repetition_penalty,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+)
+from attnkit.generation.sampling import sample
+from attnkit.generation.strategy import generate
+
+__all__ = [
+    "BeamSearchOutput",
+    "DecodingModel",
+    "EncoderDecoderAdapter",
+    "EncoderDecoderModel",
+    "EncoderDecoderState",
+    "apply_repetition_penalty",
+    "apply_temperature",
+    "apply_top_k",
+    "apply_top_p",
+    "as_decoding_model",
+    "beam_search",
+    "generate",
+    "greedy_decode",
+    "sample",
+]

@@ -1,0 +1,256 @@
+"""The step interface every decoding strategy runs on, and its encoder-decoder adaptor.
+
+Decoding strategies (greedy, beam search, sampling) never call a model's
+``encode``/``decode`` directly. They see a :class:`DecodingModel`: something
+that holds a batch of inputs, starts decoding (encoding the source or
+prefilling a prompt, allocating KV caches), and then, one step at a time, turns
+the newest tokens of every row into next-token logits. Beam search also asks it
+to reorder rows when beams are pruned.
+
+Rows: a decoding run has ``N = batch_size * num_beams`` rows, and row
+``b * num_beams + k`` is beam ``k`` of input ``b`` (``repeat_interleave`` order).
+
+:class:`EncoderDecoderAdapter` implements the interface for
+:class:`attnkit.models.Transformer` (and anything with the same
+``encode``/``decode``/``project``/``new_cache`` methods). A decoder-only
+adaptor (GPT: prefill the prompt in ``start``, then single-token steps) fits
+the same interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.functional import create_padding_mask
+
+__all__ = [
+    "DecodingModel",
+    "EncoderDecoderAdapter",
+    "EncoderDecoderModel",
+    "EncoderDecoderState",
+    "as_decoding_model",
+]
+
+
+class EncoderDecoderModel(Protocol):
+    """What decoding needs of an encoder-decoder model (e.g. ``attnkit.models.Transformer``)."""
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor: ...
+
+    def decode(
+        self, tgt: Tensor, memory: Tensor, tgt_mask=None, memory_mask=None, *, cache=None
+    ): ...
+
+    def project(self, hidden: Tensor) -> Tensor: ...
+
+    def new_cache(self, batch_size: int, max_len: int, *, like: Tensor): ...
+
+
+@runtime_checkable
+class DecodingModel(Protocol):
+    """A model as decoding strategies see it: a batch of inputs, then one step at a time.
+
+    Implementations hold their inputs (source ids, prompts). ``state`` is
+    whatever the implementation needs between steps (encoder memory, caches,
+    the tokens so far); strategies only pass it back.
+    """
+
+    @property
+    def batch_size(self) -> int:
+        """``B``, the number of inputs."""
+        ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def start(self, num_beams: int, max_new_tokens: int, *, bos_id: int) -> tuple[Any, Tensor]:
+        """Begin decoding ``N = B * num_beams`` rows of at most ``max_new_tokens`` tokens.
+
+        Returns ``(state, logits)``: ``logits (N, V)`` score the first generated token.
+        """
+        ...
+
+    def step(self, state: Any, tokens: Tensor) -> Tensor:
+        """Append ``tokens (N, t)`` to every row; return ``(N, V)`` logits of the next token."""
+        ...
+
+    def reorder(self, state: Any, indices: Tensor) -> None:
+        """Keep rows ``indices (N,)`` in that order (beam search); in place."""
+        ...
+
+
+@dataclass
+class EncoderDecoderState:
+    """Decoding state of :class:`EncoderDecoderAdapter`.
+
+    Attributes:
+        memory: encoder output ``(N, S, D)``.
+        memory_mask: bool source mask, ``(N, 1, 1, S)`` (or batch size 1: broadcast).
+        cache: the decoder's KV caches, or ``None`` when decoding without a cache.
+        tokens: ``(N, T)`` decoder inputs so far (``bos`` and every fed token).
+    """
+
+    memory: Tensor
+    memory_mask: Tensor
+    cache: Any | None
+    tokens: Tensor
+
+
+class EncoderDecoderAdapter:
+    """:class:`DecodingModel` for an encoder-decoder model such as ``Transformer``.
+
+    The source is encoded once; memory and mask are expanded to the beams with
+    ``repeat_interleave``. With ``use_cache`` (default) each step feeds only the
+    new tokens and the decoder continues from its KV cache; without it, every
+    step reruns the decoder over all tokens so far (slower, same tokens).
+
+    Args:
+        model: has ``encode``, ``decode``, ``project``, ``new_cache``.
+        src: ``(B, S)`` source ids, padded with ``pad_id``.
+        src_mask: bool mask, ``True`` at real tokens, ``(B, 1, 1, S)``; defaults
+            to the padding mask of ``src``. Masks the encoder and cross-attention.
+        pad_id: padding id of ``src``.
+        use_cache: decode incrementally with the model's KV cache.
+    """
+
+    def __init__(
+        self,
+        model: EncoderDecoderModel,
+        src: Tensor,
+        src_mask: Tensor | None = None,
+        *,
+        pad_id: int = 0,
+        use_cache: bool = True,
+    ) -> None:
+        if not isinstance(src, Tensor) or src.dim() != 2:
+            shape = tuple(src.shape) if isinstance(src, Tensor) else type(src).__name__
+            raise ValueError(f"src must have shape (B, S); got {shape}")
+        if src_mask is None:
+            src_mask = create_padding_mask(src, pad_id)
+        elif src_mask.size(0) not in (1, src.size(0)):
+            raise ValueError(
+                f"src_mask batch size must be 1 or B = {src.size(0)}; got {tuple(src_mask.shape)}"
+            )
+        self.model = model
+        self.src = src
+        self.src_mask = src_mask
+        self.use_cache = use_cache
+
+    @property
+    def batch_size(self) -> int:
+        return self.src.size(0)
+
+    @property
+    def device(self) -> torch.device:
+        return self.src.device
+
+    def start(
+        self, num_beams: int, max_new_tokens: int, *, bos_id: int
+    ) -> tuple[EncoderDecoderState, Tensor]:
+        """Encode the source, expand it to ``num_beams`` rows each, feed ``bos``.
+
+        Returns the state and ``(N, V)`` logits of the first generated token.
+        """
+        if num_beams < 1 or max_new_tokens < 1:
+            raise ValueError(
+                f"num_beams and max_new_tokens must be >= 1; got {num_beams} and {max_new_tokens}"
+            )
+        memory = self.model.encode(self.src, self.src_mask)
+        mask = self.src_mask
+        if num_beams > 1:
+            memory = memory.repeat_interleave(num_beams, dim=0)
+            if mask.size(0) > 1:
+                mask = mask.repeat_interleave(num_beams, dim=0)
+        rows = memory.size(0)
+        cache = self.model.new_cache(rows, max_new_tokens, like=memory) if self.use_cache else None
+        empty = torch.empty(rows, 0, dtype=torch.long, device=self.device)
+        state = EncoderDecoderState(memory, mask, cache, empty)
+        bos = torch.full((rows, 1), bos_id, dtype=torch.long, device=self.device)
+        return state, self.step(state, bos)
+
+    def step(self, state: EncoderDecoderState, tokens: Tensor) -> Tensor:
+        """Feed ``tokens (N, t)``; return ``(N, V)`` logits at the last position."""
+        state.tokens = torch.cat([state.tokens, tokens], dim=1)
+        if state.cache is not None:
+            hidden = self.model.decode(
+                tokens, state.memory, memory_mask=state.memory_mask, cache=state.cache
+            )
+        else:
+            # Every fed token is real (even a generated pad id), exactly as with the cache.
+            length = state.tokens.size(1)
+            tgt_mask = torch.ones(1, 1, 1, length, dtype=torch.bool, device=tokens.device)
+            hidden = self.model.decode(
+                state.tokens, state.memory, tgt_mask, memory_mask=state.memory_mask
+            )
+        return self.model.project(hidden[:, -1])
+
+    def reorder(self, state: EncoderDecoderState, indices: Tensor) -> None:
+        """Keep rows ``indices (N,)``: memory, mask, tokens and every cache."""
+        state.memory = state.memory.index_select(0, indices)
+        if state.memory_mask.size(0) > 1:
+            state.memory_mask = state.memory_mask.index_select(0, indices)
+        state.tokens = state.tokens.index_select(0, indices)
+        if state.cache is not None:
+            state.cache.reorder(indices)
+
+
+def as_decoding_model(
+    model: Any, src: Tensor | None, *, src_mask: Tensor | None = None, pad_id: int = 0
+) -> DecodingModel:
+    """The :class:`DecodingModel` for ``model`` and its inputs.
+
+    A :class:`DecodingModel` is returned as it is (it holds its own inputs, so
+    ``src`` and ``src_mask`` must be ``None``); an encoder-decoder model is
+    wrapped in an :class:`EncoderDecoderAdapter` over ``src``.
+    """
+    if isinstance(model, DecodingModel):
+        if src is not None or src_mask is not None:
+            raise ValueError(
+                f"{type(model).__name__} is a DecodingModel that holds its inputs; "
+                "pass src=None and src_mask=None"
+            )
+        return model
+    if all(hasattr(model, name) for name in ("encode", "decode", "project", "new_cache")):
+        if src is None:
+            raise ValueError("src (B, S) is required to decode with an encoder-decoder model")
+        return EncoderDecoderAdapter(model, src, src_mask, pad_id=pad_id)
+    raise TypeError(
+        "model must be a DecodingModel (start/step/reorder) or an encoder-decoder model "
+        f"(encode/decode/project/new_cache); got {type(model).__name__}"
+    )
+
+
+@contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """Run with dropout off: the model (or an adaptor's ``.model``) in eval mode, restored after."""
+    module = model if isinstance(model, nn.Module) else getattr(model, "model", None)
+    was_training = isinstance(module, nn.Module) and module.training
+    if was_training:
+        module.eval()  # type: ignore[union-attr]
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        if was_training:
+            module.train()  # type: ignore[union-attr]
+
+
+def check_special_ids(vocab_size: int, **ids: int) -> None:
+    """Raise unless every given token id lies in ``[0, vocab_size)``."""
+    for name, value in ids.items():
+        if not 0 <= value < vocab_size:
+            raise ValueError(f"{name} must be in [0, {vocab_size}) (the vocabulary); got {value}")
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """Raise unless ``value`` is an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer; got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1; got {value}")

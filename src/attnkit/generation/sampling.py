@@ -1,0 +1,94 @@
+"""Ancestral sampling with temperature, top-k, top-p and a repetition penalty."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from attnkit.generation._loop import decode_one_per_row
+from attnkit.generation.interface import as_decoding_model, check_positive_int, eval_mode
+from attnkit.generation.processors import (
+    apply_repetition_penalty,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    check_repetition_penalty,
+    check_temperature,
+    check_top_k,
+    check_top_p,
+)
+
+__all__ = ["sample"]
+
+
+def sample(
+    model: Any,
+    src: Tensor | None,
+    *,
+    max_new_tokens: int,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    generator: torch.Generator | None = None,
+    src_mask: Tensor | None = None,
+) -> Tensor:
+    """Draw every next token from the model's (processed) distribution.
+
+    At each step the logits ``(B, V)`` go through, in this order (as Hugging
+    Face ``generate``): the repetition penalty over the tokens this row has
+    generated so far (not ``bos``), ``/ temperature``, top-k, top-p; the token is
+    then drawn with ``torch.multinomial`` from their softmax.
+
+    Args:
+        model, src, src_mask: as for :func:`~attnkit.generation.greedy_decode`.
+        max_new_tokens, bos_id, eos_id, pad_id: as for ``greedy_decode``.
+        temperature: > 0; tends to greedy decoding as it tends to 0.
+        top_k: keep only the ``k`` most likely tokens (``None``: all). ``top_k=1`` is greedy.
+        top_p: nucleus sampling, in ``(0, 1]`` (``None`` or 1: off).
+        repetition_penalty: > 0 (1.0: off), see
+            :func:`~attnkit.generation.apply_repetition_penalty`.
+        generator: the source of randomness (on the model's device); the same
+            seed gives the same tokens. ``None`` uses torch's global generator.
+
+    Returns:
+        ``(B, L)`` ids without ``bos``, each row padded with ``pad_id`` after its
+        ``eos``; stops once every row has finished or at ``max_new_tokens``.
+    """
+    check_positive_int("max_new_tokens", max_new_tokens)
+    check_temperature(temperature)
+    if top_k is not None:
+        check_top_k(top_k)
+    if top_p is not None:
+        check_top_p(top_p)
+    check_repetition_penalty(repetition_penalty)
+    decoder = as_decoding_model(model, src, src_mask=src_mask, pad_id=pad_id)
+
+    def choose(logits: Tensor, generated: Tensor) -> Tensor:
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()
+        if repetition_penalty != 1.0:
+            logits = apply_repetition_penalty(logits, generated, repetition_penalty)
+        if temperature != 1.0:
+            logits = apply_temperature(logits, temperature)
+        if top_k is not None:
+            logits = apply_top_k(logits, top_k)
+        if top_p is not None and top_p < 1.0:
+            logits = apply_top_p(logits, top_p)
+        probs = torch.softmax(logits, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    with eval_mode(model):
+        return decode_one_per_row(
+            decoder,
+            choose,
+            max_new_tokens=max_new_tokens,
+            bos_id=bos_id,
+            eos_id=eos_id,
+            pad_id=pad_id,
+        )

@@ -1,0 +1,54 @@
+"""Negative log-likelihood sums and perplexity."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["negative_log_likelihood", "perplexity"]
+
+
+def negative_log_likelihood(
+    logits: Tensor, targets: Tensor, pad_id: int | None = None
+) -> tuple[float, int]:
+    """Summed token NLL (nats) and the number of tokens it covers.
+
+    Args:
+        logits: ``(B, T, V)`` (or ``(N, V)``) unnormalised scores.
+        targets: ``(B, T)`` (or ``(N,)``) token ids.
+        pad_id: targets equal to it are skipped (``None``: count every position).
+
+    Returns:
+        ``(total_nll, total_tokens)``; sum them over batches, then :func:`perplexity`.
+    """
+    if logits.dim() != targets.dim() + 1 or logits.shape[:-1] != targets.shape:
+        raise ValueError(
+            "logits must have shape targets.shape + (V,); got logits "
+            f"{tuple(logits.shape)} and targets {tuple(targets.shape)}"
+        )
+    log_probs = torch.log_softmax(logits.detach().double(), dim=-1)
+    token_nll = -log_probs.gather(-1, targets.long()[..., None])[..., 0]
+    keep = torch.ones_like(targets, dtype=torch.bool) if pad_id is None else targets != pad_id
+    return float(token_nll[keep].sum()), int(keep.sum())
+
+
+def perplexity(total_nll: float | Tensor, total_tokens: int | Tensor) -> float:
+    """``exp(total_nll / total_tokens)``: the model's per-token perplexity.
+
+    Args:
+        total_nll: summed negative log-likelihood in nats (natural log).
+        total_tokens: number of tokens it covers, > 0.
+
+    A model that is uniform over ``V`` tokens has perplexity ``V``. Overflow gives ``inf``.
+    """
+    total_nll, total_tokens = float(total_nll), int(total_tokens)
+    if total_tokens <= 0:
+        raise ValueError(f"total_tokens must be > 0; got {total_tokens}")
+    if not total_nll >= 0:  # also rejects NaN
+        raise ValueError(f"total_nll must be a non-negative number of nats; got {total_nll}")
+    try:
+        return math.exp(total_nll / total_tokens)
+    except OverflowError:
+        return math.inf

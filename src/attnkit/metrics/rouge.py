@@ -1,0 +1,51 @@
+"""ROUGE-1/2/L through Google's ``rouge-score`` package (never hand-written)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rouge_score import rouge_scorer
+
+from attnkit.metrics._references import References, references_per_hypothesis
+
+__all__ = ["rouge"]
+
+
+def rouge(
+    hypotheses: Sequence[str],
+    references: References,
+    *,
+    rouge_types: Sequence[str] = ("rouge1", "rouge2", "rougeL"),
+    use_stemmer: bool = True,
+    tokenizer: Any = None,
+) -> dict[str, float]:
+    """Mean ROUGE F1 (x100) over segments, by ``rouge_score.rouge_scorer.RougeScorer``.
+
+    Each hypothesis is scored against its reference (or, given several, the
+    best-matching one per ROUGE type, ``RougeScorer.score_multi``); the F1 scores
+    are averaged over segments (no bootstrap).
+
+    Note: rouge-score's default tokenizer lowercases and keeps only ``[a-z0-9]``
+    words, so it suits English; pass ``tokenizer`` (an object with
+    ``tokenize(text) -> list[str]``) for other languages.
+
+    Args:
+        hypotheses: system outputs, one string per segment.
+        references: for each hypothesis, a reference string or a list of them.
+        rouge_types: e.g. ``"rouge1"``, ``"rouge2"``, ``"rougeL"``, ``"rougeLsum"``.
+        use_stemmer: Porter-stem words first (the usual setting for summarisation).
+
+    Returns:
+        ``{rouge_type: mean F1 in 0-100}``.
+    """
+    per_hypothesis = references_per_hypothesis(hypotheses, references)
+    scorer = rouge_scorer.RougeScorer(
+        list(rouge_types), use_stemmer=use_stemmer, tokenizer=tokenizer
+    )
+    totals = dict.fromkeys(rouge_types, 0.0)
+    for hypothesis, refs in zip(hypotheses, per_hypothesis, strict=True):
+        scores = scorer.score_multi(refs, hypothesis)
+        for name in rouge_types:
+            totals[name] += scores[name].fmeasure
+    return {name: 100.0 * total / len(hypotheses) for name, total in totals.items()}
