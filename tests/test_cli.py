@@ -1,4 +1,4 @@
-"""The command line: `attnkit demo` end to end with few steps."""
+"""The command line: `attnkit demo` end to end with few steps (both demos)."""
 
 import json
 import subprocess
@@ -11,7 +11,9 @@ from attnkit.cli import main
 
 @pytest.mark.slow
 def test_demo_writes_heatmap_and_summary(tmp_path, capsys):
-    assert main(["demo", "--output", str(tmp_path), "--steps", "30"]) == 0
+    assert (
+        main(["demo", "--output", str(tmp_path), "--steps", "30", "--translation-steps", "8"]) == 0
+    )
     printed = capsys.readouterr().out
     assert "sequence accuracy" in printed
     heatmap = tmp_path / "cross_attention.png"
@@ -19,6 +21,11 @@ def test_demo_writes_heatmap_and_summary(tmp_path, capsys):
     summary = json.loads((tmp_path / "result.json").read_text())
     assert summary["config"]["steps"] == 30
     assert 0.0 <= summary["result"]["sequence_accuracy"] <= 1.0
+    number_words = tmp_path / "number_words"
+    assert (number_words / "cross_attention.png").read_bytes()[:4] == b"\x89PNG"
+    results = json.loads((number_words / "results.json").read_text())
+    assert results["summary"]["steps"] == 8
+    assert "held-out numbers: exact match" in printed
 
 
 def test_console_script_help():

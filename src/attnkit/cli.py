@@ -1,17 +1,28 @@
-"""The ``attnkit`` command line."""
+"""The ``attnkit`` command line.
+
+```
+attnkit demo                               the main job (reversal + number-words translation)
+attnkit train CONFIG.yaml [key=value ...]  train a recipe (--resume continues the run)
+attnkit evaluate --checkpoint RUN_DIR      BLEU/chrF of a trained run on a split
+attnkit translate --checkpoint RUN_DIR     stdin -> stdout, one sentence per line
+attnkit generate --checkpoint RUN_DIR      like translate, with sampling options
+attnkit bench attention|train              benchmarks
+```
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
     from attnkit.demo import run_demo
 
-    run_demo(args.output, steps=args.steps)
+    run_demo(args.output, steps=args.steps, translation_steps=args.translation_steps)
     return 0
 
 
@@ -21,17 +32,133 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(args.bench_args)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from attnkit.recipes import load_recipe
+    from attnkit.recipes.translation import train_translation
+
+    recipe = load_recipe(args.config, args.overrides)
+    results = train_translation(recipe, resume=args.resume)
+    summary = results.get("summary", {})
+    print(f"stopped: {summary.get('message', summary.get('stop_reason'))}")
+    return 0
+
+
+def _translator(args: argparse.Namespace):
+    from attnkit.recipes.translation import load_translator
+
+    translator = load_translator(args.checkpoint, which=args.which)
+    for name in ("beam_size", "length_penalty", "batch_size"):
+        if getattr(args, name, None) is not None:
+            setattr(translator.decode, name, getattr(args, name))
+    return translator
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from attnkit.recipes import load_recipe
+    from attnkit.recipes.translation import evaluate_translation, load_corpora
+
+    translator = _translator(args)
+    recipe = load_recipe(f"{args.checkpoint}/recipe.yaml")
+    pairs = getattr(load_corpora(recipe.data), args.split)
+    scores, _ = evaluate_translation(translator, pairs, strategy=args.strategy)
+    print(json.dumps(scores, indent=2))
+    return 0
+
+
+def _translate(args: argparse.Namespace) -> int:
+    translator = _translator(args)
+    lines = [line.rstrip("\n") for line in sys.stdin]
+    for line in translator.translate(lines, strategy=args.strategy):
+        print(line)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from attnkit.generation import sample
+
+    translator = _translator(args)
+    tokenizer, model = translator.tokenizer, translator.model
+    generator = torch.Generator().manual_seed(args.seed)
+    for line in sys.stdin:
+        src = torch.tensor([tokenizer.encode(line.strip())[: model.config.max_len - 1]])
+        ids = sample(
+            model,
+            src,
+            max_new_tokens=args.max_new_tokens,
+            bos_id=tokenizer.bos_id,
+            eos_id=tokenizer.eos_id,
+            pad_id=tokenizer.pad_id,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            repetition_penalty=args.repetition_penalty,
+            generator=generator,
+        )
+        print(tokenizer.decode(ids[0]))
+    return 0
+
+
+def _checkpoint_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="run directory of `attnkit train`")
+    parser.add_argument("--which", default=None, help="'best' (default if present) or 'latest'")
+
+
+def _decoding_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategy", choices=["greedy", "beam"], default=None)
+    parser.add_argument("--beam-size", type=int, default=None)
+    parser.add_argument("--length-penalty", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+
+
+def _add_demo(commands) -> None:
+    demo = commands.add_parser("demo", help="the main job: reversal + number-words translation")
+    demo.add_argument("--output", default="runs/demo", help="folder for heatmaps and summaries")
+    demo.add_argument("--steps", type=int, default=None, help="reversal training steps")
+    demo.add_argument("--translation-steps", type=int, default=None, help="number-words steps")
+    demo.set_defaults(handler=_demo)
+
+
+def _add_train(commands) -> None:
+    train = commands.add_parser("train", help="train a recipe (configs/*.yaml)")
+    train.add_argument("config", help="recipe YAML file")
+    train.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.set_defaults(handler=_train)
+
+
+def _add_inference(commands) -> None:
+    evaluate = commands.add_parser("evaluate", help="BLEU/chrF of a run on a split")
+    _checkpoint_options(evaluate)
+    _decoding_options(evaluate)
+    evaluate.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    evaluate.set_defaults(handler=_evaluate)
+
+    translate = commands.add_parser("translate", help="translate stdin to stdout")
+    _checkpoint_options(translate)
+    _decoding_options(translate)
+    translate.set_defaults(handler=_translate)
+
+    generate = commands.add_parser("generate", help="sample continuations/translations of stdin")
+    _checkpoint_options(generate)
+    generate.add_argument("--max-new-tokens", type=int, default=64)
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--top-k", type=int, default=None)
+    generate.add_argument("--top-p", type=float, default=None)
+    generate.add_argument("--repetition-penalty", type=float, default=1.0)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(handler=_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnkit", description="Attention mechanisms and Transformer models."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-
-    demo = commands.add_parser("demo", help="train a small Transformer on sequence reversal")
-    demo.add_argument("--output", default="runs/demo", help="folder for the heatmap and summary")
-    demo.add_argument("--steps", type=int, default=None, help="training steps (default 1200)")
-    demo.set_defaults(handler=_demo)
-
+    _add_demo(commands)
+    _add_train(commands)
+    _add_inference(commands)
     bench = commands.add_parser(
         "bench", help="benchmarks (see `attnkit bench --help`)", add_help=False
     )
@@ -42,7 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError) as error:
+        # Bad configs, data or checkpoints: say what, without a traceback.
+        print(f"attnkit {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

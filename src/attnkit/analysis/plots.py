@@ -34,7 +34,13 @@ def plot_attention_heatmap(
     fig, ax = plt.subplots(figsize=(1 + 0.45 * data.shape[1], 1 + 0.45 * data.shape[0]))
     image = ax.imshow(data, cmap="viridis", vmin=0.0, vmax=max(float(data.max()), 1e-6))
     if key_labels is not None:
-        ax.set_xticks(range(len(key_labels)), labels=list(key_labels))
+        long_labels = max((len(label) for label in key_labels), default=0) > 3
+        ax.set_xticks(
+            range(len(key_labels)),
+            labels=list(key_labels),
+            rotation=45 if long_labels else 0,
+            ha="right" if long_labels else "center",
+        )
     if query_labels is not None:
         ax.set_yticks(range(len(query_labels)), labels=list(query_labels))
     ax.set_xlabel("key (attended to)")

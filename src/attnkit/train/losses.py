@@ -1,0 +1,136 @@
+"""Losses as the Trainer sees them: a sum over tokens and the number of tokens.
+
+A loss function is ``loss_fn(model, batch) -> LossOutput``. Returning the *sum*
+(not the mean) lets the Trainer divide by the tokens of the whole optimizer
+step — every accumulation micro-batch and, under DDP, every rank — so that the
+gradient does not depend on how the global batch was split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "LossFn",
+    "LossOutput",
+    "call_model",
+    "label_smoothed_cross_entropy",
+    "model_output_loss",
+    "seq2seq_loss",
+]
+
+
+@dataclass
+class LossOutput:
+    """``loss_sum``: scalar sum over tokens; ``num_tokens``: how many; ``logs``: extra values.
+
+    ``logs`` values (floats or scalar tensors) are averaged over the step's
+    micro-batches and written to the metrics log with the loss.
+    """
+
+    loss_sum: Tensor
+    num_tokens: int | Tensor
+    logs: dict[str, float | Tensor] = field(default_factory=dict)
+
+
+LossFn = Callable[[nn.Module, Any], LossOutput]
+
+
+def label_smoothed_cross_entropy(
+    logits: Tensor, targets: Tensor, *, pad_id: int | None, smoothing: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """Summed label-smoothed cross-entropy over the non-pad targets.
+
+    Args:
+        logits: ``(B, T, V)`` (or ``(N, V)``) unnormalised scores; half
+            precision is computed in float32.
+        targets: ``(B, T)`` (or ``(N,)``) class ids; ``pad_id`` positions are ignored.
+        pad_id: id to ignore, or ``None`` to count every position.
+        smoothing: ``eps`` in ``[0, 1)``: the target distribution is
+            ``(1 - eps) * one_hot + eps / V`` (as ``torch.nn.functional.cross_entropy``'s
+            ``label_smoothing``).
+
+    Returns:
+        ``(loss_sum, num_tokens)``: scalar float32 (or float64) sum and int64 count.
+    """
+    if logits.shape[:-1] != targets.shape:
+        raise ValueError(
+            "logits must be targets' shape plus a vocabulary dim; got logits "
+            f"{tuple(logits.shape)} and targets {tuple(targets.shape)}"
+        )
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1); got {smoothing}")
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    ignore = -100 if pad_id is None else pad_id
+    loss_sum = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)),
+        targets.reshape(-1),
+        ignore_index=ignore,
+        label_smoothing=smoothing,
+        reduction="sum",
+    )
+    return loss_sum, (targets != ignore).sum()
+
+
+def seq2seq_loss(pad_id: int, smoothing: float = 0.0) -> LossFn:
+    """Loss for attnkit's encoder-decoder ``Transformer`` on ``src, tgt_in, tgt_out`` batches.
+
+    ``logits = model(batch.src, batch.tgt_in)``; the loss is
+    :func:`label_smoothed_cross_entropy` against ``batch.tgt_out``; the logs
+    carry the teacher-forced ``token_accuracy``.
+    """
+
+    def loss_fn(model: nn.Module, batch: Any) -> LossOutput:
+        logits = model(batch.src, batch.tgt_in)
+        loss_sum, num_tokens = label_smoothed_cross_entropy(
+            logits, batch.tgt_out, pad_id=pad_id, smoothing=smoothing
+        )
+        with torch.no_grad():
+            real = batch.tgt_out != pad_id
+            correct = ((logits.argmax(-1) == batch.tgt_out) & real).sum()
+            accuracy = correct / num_tokens.clamp_min(1)
+        return LossOutput(loss_sum, num_tokens, {"token_accuracy": accuracy})
+
+    return loss_fn
+
+
+def call_model(model: nn.Module, batch: Any) -> Any:
+    """``model(**batch)`` for mappings and dataclasses, ``model(*batch)`` for tuples and lists,
+    else ``model(batch)``."""
+    if isinstance(batch, Mapping):
+        return model(**batch)
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        return model(**{f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)})
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    return model(batch)
+
+
+def model_output_loss(model: nn.Module, batch: Any) -> LossOutput:
+    """Default loss: the model's own mean ``output.loss`` (e.g. GPT, BERT, T5 outputs).
+
+    The mean is turned back into a sum with ``output.num_tokens`` if the output
+    has it, else ``batch.num_tokens``, else 1 (then micro-batches count equally).
+    The batch is passed to the model as :func:`call_model` does.
+    """
+    output = call_model(model, batch)
+    loss = getattr(output, "loss", None)
+    if loss is None:
+        raise ValueError(
+            f"model_output_loss needs a model output with .loss; got {type(output).__name__} "
+            "(pass a loss_fn, e.g. seq2seq_loss(pad_id), for models returning logits)"
+        )
+    num_tokens = getattr(output, "num_tokens", None)
+    if num_tokens is None:
+        num_tokens = getattr(batch, "num_tokens", None)
+    if num_tokens is None:
+        num_tokens = 1
+    return LossOutput(loss * num_tokens, num_tokens)

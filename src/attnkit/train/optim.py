@@ -1,0 +1,77 @@
+"""AdamW with parameter groups: no weight decay on norms, biases and embeddings."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from attnkit.train.config import TrainConfig
+
+__all__ = ["build_optimizer", "is_no_decay_module", "parameter_groups"]
+
+logger = logging.getLogger(__name__)
+
+_NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.modules.batchnorm._NormBase)
+
+
+def is_no_decay_module(module: nn.Module) -> bool:
+    """Norm layers and embedding tables, whose weights are not decayed."""
+    name = type(module).__name__
+    return (
+        isinstance(module, (*_NORM_TYPES, nn.Embedding, nn.EmbeddingBag))
+        or name.endswith("Norm")
+        or "Embedding" in name
+    )
+
+
+def _no_decay_ids(model: nn.Module) -> set[int]:
+    """Ids of parameters owned by a norm or embedding module (tied copies included)."""
+    ids: set[int] = set()
+    for module in model.modules():
+        if is_no_decay_module(module):
+            ids.update(id(p) for p in module.parameters(recurse=False))
+    return ids
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: ``decay`` (weight matrices) and ``no_decay``.
+
+    ``no_decay`` holds parameters of norm and embedding modules (a weight tied
+    to an embedding included), biases and any other parameter with fewer than
+    two dimensions (gains, scales). Frozen parameters are left out; each shared
+    parameter appears once. Groups carry a ``"name"`` key for logs.
+    """
+    no_decay_ids = _no_decay_ids(model)
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if id(param) in no_decay_ids or name.endswith("bias") or param.ndim < 2:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    groups = [
+        {"name": "decay", "params": decay, "weight_decay": weight_decay},
+        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over :func:`parameter_groups`, fused where the device supports it.
+
+    Tries ``fused=True`` (CUDA, and CPU in torch >= 2.4) and falls back to the
+    ``foreach`` implementation when the parameters' device or dtype has no
+    fused kernel.
+    """
+    groups = parameter_groups(model, config.weight_decay)
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    kwargs = {"lr": config.lr, "betas": config.betas, "eps": config.eps}
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, ValueError, TypeError) as error:
+        logger.info("fused AdamW unavailable (%s); using foreach", error)
+        return torch.optim.AdamW(groups, foreach=True, **kwargs)

@@ -1,0 +1,81 @@
+"""End to end through the CLI: train a tiny Multi30k model, resume, translate, evaluate."""
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from attnkit.cli import main
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "multi30k_de_en.yaml"
+TINY = [
+    "data.limit_train=300",
+    "data.limit_valid=30",
+    "data.limit_test=30",
+    "data.vocab_size=400",
+    "data.max_tokens=800",
+    "model.d_model=32",
+    "model.num_heads=2",
+    "model.num_encoder_layers=1",
+    "model.num_decoder_layers=1",
+    "model.d_ff=64",
+    "train.eval_every=3",
+    "train.checkpoint_every=3",
+    "train.warmup_steps=2",
+    "train.progress=false",
+    "valid_bleu_sentences=10",
+    "decode.beam_size=2",
+    "decode.max_len_b=5",
+]
+
+
+def _steps(run: Path) -> list[int]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return sorted({r["step"] for r in records if "loss" in r})
+
+
+@pytest.mark.slow
+def test_train_resume_translate_evaluate(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    args = ["train", str(CONFIG), f"output_dir={run}", *TINY]
+    assert main([*args, "train.max_steps=6"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["summary"]["steps"] == 6
+    assert 0.0 <= results["test"]["bleu"] <= 100.0
+    assert "nrefs:1" in results["test"]["bleu_signature"]
+    assert len((run / "test.hyp.txt").read_text().splitlines()) == 30
+    assert (run / "tokenizer.json").is_file() and (run / "recipe.yaml").is_file()
+
+    assert main([*args, "train.max_steps=9", "--resume"]) == 0
+    assert json.loads((run / "results.json").read_text())["summary"]["steps"] == 9
+    assert _steps(run)[-1] == 9
+
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("Ein Hund läuft.\nZwei Männer spielen.\n"))
+    assert main(["translate", "--checkpoint", str(run), "--beam-size", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+    assert (
+        main(["evaluate", "--checkpoint", str(run), "--split", "test", "--strategy", "greedy"]) == 0
+    )
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["sentences"] == 30 and "bleu_signature" in scores
+
+
+def test_bad_config_keys_and_values_are_reported(tmp_path, capsys):
+    assert main(["train", str(CONFIG), "model.d_modle=64"]) == 2
+    assert "unknown key(s) ['model.d_modle']" in capsys.readouterr().err
+    assert main(["train", str(CONFIG), "train.lr=fast"]) == 2
+    assert "train.lr must be float; got str 'fast'" in capsys.readouterr().err
+    assert main(["train", str(CONFIG), "data.tokenizer=spaces"]) == 2
+    assert (
+        "data.tokenizer must be one of ['bpe', 'wordpiece', 'unigram']" in capsys.readouterr().err
+    )
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_missing_run_directory_is_reported(tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(tmp_path)]) == 2
+    assert "is not a translation run" in capsys.readouterr().err

@@ -1,0 +1,396 @@
+"""The Trainer end to end on CPU: exact resume, signals, NaN steps, accumulation, precision,
+evaluation, early stopping, best/keep-last checkpoints and the run's logs."""
+
+import copy
+import math
+import os
+import signal
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from attnkit.train import (
+    Callback,
+    CheckpointError,
+    TrainConfig,
+    Trainer,
+    list_checkpoints,
+    move_to_device,
+    parameter_groups,
+    read_checkpoint,
+    read_metrics,
+    seq2seq_loss,
+)
+from distributed_worker import PAD, CopyBatch, CopySource, copy_batch, tiny_transformer
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _config(output_dir, **overrides):
+    settings = dict(
+        max_steps=10,
+        lr=3e-3,
+        schedule="cosine",
+        warmup_steps=3,
+        accumulation_steps=2,
+        log_every=1,
+        output_dir=output_dir,
+        progress=False,
+        device="cpu",
+        seed=0,
+    )
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+class Recorder(Callback):
+    """Records step losses; optionally stops, signals or checks something at a step."""
+
+    def __init__(self, at_step=None, action=None):
+        self.losses, self.steps, self.evals, self.saved = [], [], [], []
+        self.at_step, self.action = at_step, action
+
+    def on_step_end(self, trainer, metrics):
+        self.losses.append(metrics["loss"])
+        self.steps.append(metrics["step"])
+        if metrics["step"] == self.at_step:
+            self.action(trainer)
+
+    def on_evaluate(self, trainer, metrics):
+        self.evals.append(metrics)
+
+    def on_checkpoint(self, trainer, path):
+        self.saved.append(path)
+
+
+def _fit(output_dir, *, model_seed=0, callbacks=(), resume=False, **overrides):
+    model = tiny_transformer(seed=model_seed, dropout=0.1)
+    recorder = Recorder()
+    trainer = Trainer(
+        model,
+        seq2seq_loss(PAD, smoothing=0.1),
+        CopySource(num_batches=7),
+        _config(output_dir, **overrides),
+        callbacks=[recorder, *callbacks],
+    )
+    return trainer, trainer.fit(resume=resume), recorder
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """An uninterrupted 10-step run (dropout on, accumulation, cosine schedule)."""
+    trainer, summary, recorder = _fit(tmp_path_factory.mktemp("straight"), plot=True)
+    return trainer, summary, recorder
+
+
+def test_resume_gives_identical_losses_and_weights(tmp_path, straight):
+    trainer, summary, recorder = straight
+    assert summary.steps == 10 and summary.stop_reason == "max_steps"
+    stop = Recorder(at_step=5, action=lambda t: t.request_stop("preempted"))
+    _, first, first_rec = _fit(tmp_path, callbacks=[stop])
+    assert first.stop_reason == "callback" and first.steps == 5
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [5]
+    # a differently initialised model: everything must come from the checkpoint
+    resumed, _, second_rec = _fit(tmp_path, model_seed=123, resume=True)
+    assert second_rec.steps == list(range(6, 11))
+    assert first_rec.losses + second_rec.losses == recorder.losses  # exact, float32 on CPU
+    for name, tensor in resumed.module.state_dict().items():
+        assert torch.equal(tensor, trainer.module.state_dict()[name]), name
+    logged = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl", "train")]
+    assert logged == list(range(1, 11))
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, straight):
+    previous = signal.getsignal(signal.SIGTERM)
+    kill = Recorder(at_step=3, action=lambda t: os.kill(os.getpid(), signal.SIGTERM))
+    _, summary, _ = _fit(tmp_path, callbacks=[kill], checkpoint_every=100)
+    assert summary.stop_reason == "signal" and summary.signal == "SIGTERM"
+    assert summary.steps == 3 and "SIGTERM" in summary.message
+    assert signal.getsignal(signal.SIGTERM) is previous
+    assert summary.checkpoint == tmp_path / "checkpoints" / "step_00000003"
+    assert read_checkpoint(summary.checkpoint).step == 3
+    _, resumed, recorder = _fit(tmp_path, resume=True)
+    assert resumed.steps == 10 and recorder.steps == list(range(4, 11))
+    assert recorder.losses == straight[2].losses[3:]
+
+
+def test_sigint_stops_cleanly_after_the_step(tmp_path):
+    interrupt = Recorder(at_step=2, action=lambda t: os.kill(os.getpid(), signal.SIGINT))
+    _, summary, recorder = _fit(tmp_path, callbacks=[interrupt])
+    assert summary.stop_reason == "signal" and summary.signal == "SIGINT"
+    assert recorder.steps == [1, 2] and read_checkpoint(summary.checkpoint).step == 2
+
+
+def test_resuming_a_truncated_checkpoint_fails_clearly_and_touches_nothing(tmp_path):
+    _fit(tmp_path, max_steps=2)
+    state_file = tmp_path / "checkpoints" / "step_00000002" / "trainer_state.pt"
+    state_file.write_bytes(state_file.read_bytes()[:100])
+    model = tiny_transformer(seed=5)
+    before = copy.deepcopy(model.state_dict())
+    trainer = Trainer(model, seq2seq_loss(PAD), CopySource(), _config(tmp_path))
+    with pytest.raises(CheckpointError, match=r"trainer_state\.pt is truncated"):
+        trainer.fit(resume=True)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    assert trainer.step == 0
+
+
+def test_metrics_log_plot_and_checkpoint_contents(straight):
+    trainer, summary, _ = straight
+    output_dir = trainer.config.output_dir
+    records = read_metrics(output_dir / "metrics.jsonl")
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == list(range(1, 11))
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "peak_memory_mb", "token_accuracy"):
+        assert all(isinstance(r[key], float) for r in train), key
+    assert train[-1]["loss"] == pytest.approx(summary.final_loss)
+    events = [r["event"] for r in records if r["kind"] == "event"]
+    assert events[0] == "start" and events[-1] == "stop" and "checkpoint" in events
+    assert (output_dir / "loss.png").stat().st_size > 1000
+    checkpoint = read_checkpoint(summary.checkpoint)
+    state = checkpoint.trainer_state
+    assert state["counters"]["step"] == 10
+    assert state["ranks"][0]["data"] == {"epoch": 2, "position": 6}  # 20 micro-batches of 7/epoch
+    assert set(state["ranks"][0]["rng"]) >= {"python", "numpy", "torch"}
+    assert state["scheduler"]["last_epoch"] == 10
+
+
+def test_nan_step_is_skipped_and_counted(tmp_path):
+    calls = {"n": 0}
+    base = seq2seq_loss(PAD)
+
+    def flaky(model, batch):
+        calls["n"] += 1
+        output = base(model, batch)
+        if calls["n"] in (3, 4):  # both micro-batches of step 2
+            output.loss_sum = output.loss_sum * float("nan")
+        return output
+
+    model = tiny_transformer()
+    trainer = Trainer(model, flaky, CopySource(), _config(tmp_path, max_steps=4, max_bad_steps=2))
+    summary = trainer.fit()
+    assert summary.steps == 4 and summary.bad_steps == 1 and summary.stop_reason == "max_steps"
+    assert all(math.isfinite(loss) for loss in trainer.losses)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    events = read_metrics(tmp_path / "metrics.jsonl", "event")
+    assert [r["step"] for r in events if r["event"] == "non_finite_loss"] == [1]
+
+
+def test_training_stops_after_max_bad_steps_in_a_row(tmp_path, caplog):
+    def always_nan(model, batch):
+        output = seq2seq_loss(PAD)(model, batch)
+        output.loss_sum = output.loss_sum + float("inf")
+        return output
+
+    model = tiny_transformer()
+    before = copy.deepcopy(model.state_dict())
+    trainer = Trainer(model, always_nan, CopySource(), _config(tmp_path, max_bad_steps=3))
+    summary = trainer.fit()
+    assert summary.stop_reason == "non_finite_loss"
+    assert summary.steps == 0 and summary.bad_steps == 3
+    assert "3 steps in a row" in summary.message and "max_bad_steps=3" in summary.message
+    assert summary.message in caplog.text  # logged as an error, not only returned
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+
+
+@dataclass
+class _ListSource:
+    batches: list
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+
+def test_accumulation_equals_one_big_batch_in_float64():
+    generator = torch.Generator().manual_seed(0)
+    big = [copy_batch(8, 6, generator) for _ in range(2)]  # lengths vary: tokens differ per half
+    halves = [
+        CopyBatch(*(t[rows] for t in (b.src, b.tgt_in, b.tgt_out)))
+        for b in big
+        for rows in (slice(0, 4), slice(4, 8))
+    ]
+    assert halves[0].num_tokens != halves[1].num_tokens
+
+    def train(batches, accumulation):
+        model = tiny_transformer().double()
+        config = _config(
+            None,
+            max_steps=2,
+            accumulation_steps=accumulation,
+            schedule="constant",
+            warmup_steps=0,
+            weight_decay=0.1,
+        )
+        Trainer(model, seq2seq_loss(PAD, 0.1), _ListSource(batches), config).fit()
+        return model
+
+    accumulated, single = train(halves, 2), train(big, 1)
+    reference = tiny_transformer().double()
+    optimizer = torch.optim.AdamW(
+        parameter_groups(reference, 0.1), lr=3e-3, betas=(0.9, 0.98), eps=1e-9, foreach=True
+    )
+    for batch in big:
+        output = seq2seq_loss(PAD, 0.1)(reference, batch)
+        (output.loss_sum / output.num_tokens).backward()
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+    for name, tensor in reference.state_dict().items():
+        torch.testing.assert_close(accumulated.state_dict()[name], tensor, rtol=0, atol=1e-10)
+        torch.testing.assert_close(single.state_dict()[name], tensor, rtol=0, atol=1e-10)
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path):
+    dtypes = []
+    base = seq2seq_loss(PAD)
+
+    def spy(model, batch):
+        dtypes.append(model(batch.src, batch.tgt_in).dtype)  # logits of a Linear
+        return base(model, batch)
+
+    model = tiny_transformer()
+    config = _config(None, max_steps=3, precision="bf16")
+    trainer = Trainer(model, spy, CopySource(), config)
+    summary = trainer.fit()
+    assert summary.steps == 3 and trainer.scaler is None
+    assert set(dtypes) == {torch.bfloat16}
+    assert all(math.isfinite(loss) for loss in trainer.losses)
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_fp16_uses_a_grad_scaler(tmp_path):
+    try:
+        torch.amp.GradScaler("cpu")
+        with torch.autocast("cpu", dtype=torch.float16):
+            torch.ones(2, 2) @ torch.ones(2, 2)
+    except (RuntimeError, ValueError, TypeError, AttributeError) as error:
+        pytest.skip(f"no fp16 autocast / GradScaler on CPU in this torch: {error}")
+    trainer = Trainer(
+        tiny_transformer(),
+        seq2seq_loss(PAD),
+        CopySource(),
+        _config(tmp_path, max_steps=4, precision="fp16"),
+    )
+    assert isinstance(trainer.scaler, torch.amp.GradScaler) and trainer.scaler.is_enabled()
+    summary = trainer.fit()
+    assert summary.steps == 4 and summary.overflow_steps <= 2
+    assert all(math.isfinite(loss) for loss in trainer.losses)
+    scaler_state = read_checkpoint(summary.checkpoint).trainer_state["scaler"]
+    assert scaler_state["scale"] > 0
+
+
+def test_evaluation_best_checkpoint_keep_last_and_early_stopping(tmp_path):
+    values = iter([3.0, 2.0, 2.5, 2.6, 1.0])
+    modes = []
+
+    def evaluate(model):
+        modes.append(model.training)
+        return {"loss": next(values), "other": 1.0}
+
+    config = _config(
+        tmp_path, eval_every=1, best_metric="loss", patience=2, checkpoint_every=1, keep_last=2
+    )
+    recorder = Recorder()
+    model = tiny_transformer()
+    trainer = Trainer(
+        model, seq2seq_loss(PAD), CopySource(), config, evaluate_fn=evaluate, callbacks=[recorder]
+    )
+    summary = trainer.fit()
+    assert summary.stop_reason == "early_stopping" and summary.steps == 4
+    assert summary.best_value == 2.0 and summary.best_step == 2
+    assert "did not improve for 2 evaluations" in summary.message
+    assert modes == [False] * 4 and model.training
+    assert [e["loss"] for e in recorder.evals] == [3.0, 2.0, 2.5, 2.6]  # no extra final eval
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [3, 4]
+    best = read_checkpoint(summary.best_checkpoint)
+    assert best.step == 2 and best.meta["best_value"] == 2.0
+    evals = read_metrics(tmp_path / "metrics.jsonl", "eval")
+    assert [(r["step"], r["loss"]) for r in evals] == [(1, 3.0), (2, 2.0), (3, 2.5), (4, 2.6)]
+
+
+def test_max_epochs_with_a_partial_last_step():
+    config = _config(None, max_steps=None, max_epochs=2, accumulation_steps=3)
+    trainer = Trainer(tiny_transformer(), seq2seq_loss(PAD), CopySource(num_batches=8), config)
+    assert trainer.total_steps() == 6  # ceil(16 micro-batches / 3)
+    summary = trainer.fit()
+    assert summary.stop_reason == "max_epochs" and summary.steps == 6 and summary.epochs == 2
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_resume_at_an_epoch_end_counts_epochs_right(tmp_path, eager):
+    def run(output_dir, stop_at=None, resume=False):
+        stop = Recorder(at_step=stop_at, action=lambda t: t.request_stop())
+        config = _config(output_dir, max_steps=None, max_epochs=2)
+        source = CopySource(num_batches=4, eager=eager)  # 2 steps per epoch
+        trainer = Trainer(tiny_transformer(), seq2seq_loss(PAD), source, config, callbacks=[stop])
+        return trainer.fit(resume=resume), stop.losses
+
+    straight, losses = run(tmp_path / "straight")
+    _, first = run(tmp_path / "split", stop_at=2)  # stops exactly at the end of epoch 1
+    resumed, rest = run(tmp_path / "split", resume=True)
+    assert straight.steps == resumed.steps == 4 and resumed.stop_reason == "max_epochs"
+    assert straight.epochs == resumed.epochs == 2
+    assert first + rest == losses
+
+
+def test_fresh_run_refuses_a_used_output_dir_and_missing_resume(tmp_path):
+    _fit(tmp_path, max_steps=1)
+    with pytest.raises(FileExistsError, match="resume=True"):
+        _fit(tmp_path, max_steps=2)
+    trainer = Trainer(tiny_transformer(), seq2seq_loss(PAD), CopySource(), _config(None))
+    with pytest.raises(CheckpointError, match="no checkpoint under"):
+        trainer.fit(resume_from=tmp_path / "nowhere")
+    _, summary, _ = _fit(tmp_path / "fresh", resume=True, max_steps=1)  # nothing to resume: fresh
+    assert summary.steps == 1
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+
+        pytest.skip("tensorboard is installed")
+    except ImportError:
+        pass
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        _fit(tmp_path, max_steps=1, tensorboard=True)
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_like_the_eager_one():
+    def losses(compile):
+        config = _config(None, max_steps=3, compile=compile)
+        trainer = Trainer(tiny_transformer(), seq2seq_loss(PAD), CopySource(), config)
+        trainer.fit()
+        return trainer.losses
+
+    torch.testing.assert_close(losses("aot_eager"), losses(False), rtol=0, atol=1e-5)
+
+
+def test_move_to_device_handles_containers():
+    @dataclass
+    class Pair:
+        a: torch.Tensor
+        b: list
+
+    moved = move_to_device(
+        {"x": torch.ones(1), "pair": Pair(torch.zeros(1), [torch.ones(2), 3])}, torch.device("cpu")
+    )
+    assert torch.equal(moved["pair"].b[0], torch.ones(2)) and moved["pair"].b[1] == 3
+
+
+def test_config_round_trip_and_validation():
+    config = TrainConfig(max_steps=5, betas=[0.9, 0.99], output_dir="runs/x")
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        TrainConfig.from_dict({"max_steps": 1, "learning_rate": 1.0})
+    with pytest.raises(ValueError, match="max_steps or max_epochs"):
+        TrainConfig()
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(max_steps=1, precision="fp8")
+    with pytest.raises(ValueError, match="patience"):
+        TrainConfig(max_steps=1, patience=3)
