@@ -40,7 +40,7 @@ def _train(args: argparse.Namespace) -> int:
     results = train_translation(recipe, resume=args.resume)
     summary = results.get("summary", {})
     print(f"stopped: {summary.get('message', summary.get('stop_reason'))}")
-    return 0
+    return 130 if summary.get("stop_reason") == "signal" else 0
 
 
 def _translator(args: argparse.Namespace):

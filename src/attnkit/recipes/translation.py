@@ -343,7 +343,8 @@ def train_translation(recipe: TranslationRecipe, *, resume: bool = False) -> dic
         callbacks=[TimeLimit(recipe.max_minutes)] if recipe.max_minutes else [],
     )
     summary = trainer.fit(resume=resume)
-    if not trainer.is_main:
+    if not trainer.is_main or summary.stop_reason == "signal":
+        # Interrupted runs exit promptly; `attnkit train --resume` continues them.
         return {"summary": summary.to_dict()}
     translator = load_translator(recipe.output_dir, model=model)  # type: ignore[arg-type]
     scores, hypotheses = evaluate_translation(translator, corpora.test)
