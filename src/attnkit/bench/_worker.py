@@ -8,7 +8,8 @@ Reads a JSON payload on stdin::
 warms the runtime up on a tiny version of the case (so one-time set-up is not
 counted), builds the case with ``attnkit.bench.<suite>.prepare(impl, case)``, measures it
 with :func:`attnkit.bench.measure.measure` and prints one line
-``ATTNKIT_BENCH_RESULT {json}`` on stdout. Failures become
+``ATTNKIT_BENCH_RESULT {json}`` on stdout. A suite with its own
+``run_worker(payload) -> record`` (``train``) does all of this itself. Failures become
 ``{"status": "error", "message": ...}`` results rather than tracebacks.
 """
 
@@ -33,6 +34,8 @@ def run_payload(payload: dict) -> dict:
             torch.set_num_threads(int(payload["threads"]))
         torch.manual_seed(int(payload.get("seed", 0)))
         suite = importlib.import_module(f"attnkit.bench.{payload['suite']}")
+        if hasattr(suite, "run_worker"):  # a suite that measures itself (e.g. train)
+            return suite.run_worker(payload)
         tiny = {**payload["case"], "seq_len": min(WARM_SEQ_LEN, payload["case"]["seq_len"])}
         warm_runtime(suite.prepare(payload["impl"], tiny))
         gc.collect()

@@ -1,7 +1,8 @@
 """``attnkit bench`` subcommands: their arguments and what they run.
 
-Each subcommand is a :class:`Command` in :data:`COMMANDS`; a new benchmark
-(e.g. ``train``) adds one entry with a ``configure`` and a ``run`` function.
+Each subcommand is a :class:`Command` in :data:`COMMANDS` (``attention``,
+``train``); a new benchmark adds one entry with a ``configure`` and a ``run``
+function.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from attnkit.bench import train
 from attnkit.bench.attention import (
     DEFAULT_IMPLS,
     DEFAULT_SEQ_LENS,
@@ -24,7 +26,7 @@ from attnkit.bench.attention import (
 )
 from attnkit.bench.environment import describe, device_memory_bytes
 from attnkit.bench.measure import Timing
-from attnkit.bench.report import write_json, write_report
+from attnkit.bench.report import write_json, write_report, write_train_report
 
 DTYPE_ALIASES = {
     "fp32": "float32",
@@ -93,15 +95,25 @@ def int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def impl_list(text: str) -> tuple[str, ...]:
-    """argparse type: comma-separated implementation names from the registry."""
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [name for name in names if name not in IMPLEMENTATIONS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated names from {', '.join(IMPLEMENTATIONS)}; got {text!r}"
-        )
-    return names
+def _names_from(registry: dict) -> Callable[[str], tuple[str, ...]]:
+    """argparse type factory: comma-separated names that ``registry`` holds."""
+
+    def names_type(text: str) -> tuple[str, ...]:
+        names = tuple(part.strip() for part in text.split(",") if part.strip())
+        unknown = [name for name in names if name not in registry]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated names from {', '.join(registry)}; got {text!r}"
+            )
+        return names
+
+    return names_type
+
+
+impl_list = _names_from(IMPLEMENTATIONS)
+impl_list.__doc__ = "argparse type: comma-separated attention implementation names."
+train_impl_list = _names_from(train.IMPLEMENTATIONS)
+train_impl_list.__doc__ = "argparse type: comma-separated training implementation names."
 
 
 def dtype_name(text: str) -> str:
@@ -258,10 +270,208 @@ def run_attention_command(args: argparse.Namespace, parser: argparse.ArgumentPar
     return 1 if any(r["status"] == "error" for r in records) else 0
 
 
+# --------------------------------------------------------------------------- train
+
+TRAIN_DTYPES = ("float32", "bfloat16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")
+
+
+def configure_train(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``attnkit bench train``."""
+    default = train.TrainCase()
+    add = parser.add_argument
+    add(
+        "--batch",
+        type=positive_int,
+        default=default.batch,
+        help="batch size B (default: %(default)s)",
+    )
+    add(
+        "--seq-len",
+        type=positive_int,
+        default=default.seq_len,
+        help="source and target length S = T (default: %(default)s)",
+    )
+    add(
+        "--vocab",
+        type=positive_int,
+        default=default.vocab,
+        help="vocabulary (default: %(default)s)",
+    )
+    add(
+        "--d-model", type=positive_int, default=default.d_model, help="width (default: %(default)s)"
+    )
+    add("--heads", type=positive_int, default=default.heads, help="heads (default: %(default)s)")
+    add(
+        "--layers",
+        type=positive_int,
+        default=default.layers,
+        help="encoder layers and decoder layers, each (default: %(default)s)",
+    )
+    add(
+        "--d-ff",
+        type=positive_int,
+        default=default.d_ff,
+        help="feed-forward width (default: %(default)s)",
+    )
+    add(
+        "--steps",
+        type=positive_int,
+        default=train.TrainSettings.steps,
+        help="timed training steps per implementation (default: %(default)s)",
+    )
+    add(
+        "--warmup",
+        type=int,
+        default=train.TrainSettings.warmup,
+        help="untimed warm-up steps, where torch.compile compiles (default: %(default)s; "
+        "at least 1 for attnkit_compiled)",
+    )
+    add(
+        "--rounds",
+        type=positive_int,
+        default=train.TrainSettings.rounds,
+        help="run every implementation this many times, round-robin, and report each "
+        "one's fastest round (default: %(default)s; more on a busy machine)",
+    )
+    add(
+        "--impls",
+        type=train_impl_list,
+        default=train.DEFAULT_IMPLS,
+        metavar="NAME,...",
+        help=f"implementations (default: all of {', '.join(train.DEFAULT_IMPLS)})",
+    )
+    add("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    add(
+        "--dtype",
+        type=dtype_name,
+        default="float32",
+        help="fp32, or bf16 (torch.autocast; parameters stay fp32) (default: fp32)",
+    )
+    add(
+        "--compile-mode",
+        choices=COMPILE_MODES,
+        default=default.compile_mode,
+        help="torch.compile mode of attnkit_compiled (default: %(default)s)",
+    )
+    add(
+        "--compile-backend",
+        choices=COMPILE_BACKENDS,
+        default=default.compile_backend,
+        help="torch.compile backend of attnkit_compiled (default: %(default)s; aot_eager "
+        "checks the plumbing in seconds, without generating code)",
+    )
+    add(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch.set_num_threads in each worker (default: torch's default)",
+    )
+    add(
+        "--timeout",
+        type=positive_float,
+        default=1800.0,
+        help="seconds before one implementation's worker is stopped (default: %(default)s)",
+    )
+    add(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed of weights and batches (default: %(default)s)",
+    )
+    add(
+        "--output",
+        type=Path,
+        default=Path("bench-results"),
+        help="directory for train.json and train.md (default: %(default)s)",
+    )
+
+
+def train_settings(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> train.TrainSettings:
+    """Parsed arguments -> :class:`~attnkit.bench.train.TrainSettings`; bad combinations
+    end in ``parser.error`` (exit code 2) naming the problem."""
+    if args.dtype not in TRAIN_DTYPES:
+        parser.error(f"--dtype: the train benchmark supports fp32 and bf16; got {args.dtype}")
+    if args.warmup < 0:
+        parser.error(f"--warmup: expected an integer >= 0; got {args.warmup}")
+    if args.warmup == 0 and "attnkit_compiled" in args.impls:
+        parser.error("--warmup: attnkit_compiled needs at least 1 warm-up step (it compiles there)")
+    if args.d_model % args.heads != 0:
+        parser.error(f"--d-model ({args.d_model}) must be divisible by --heads ({args.heads})")
+    if args.vocab < train.MIN_VOCAB:
+        parser.error(f"--vocab: expected at least {train.MIN_VOCAB}; got {args.vocab}")
+    case = train.TrainCase(
+        batch=args.batch,
+        seq_len=args.seq_len,
+        vocab=args.vocab,
+        d_model=args.d_model,
+        heads=args.heads,
+        layers=args.layers,
+        d_ff=args.d_ff,
+        dtype=args.dtype,
+        device=args.device,
+        compile_mode=args.compile_mode,
+        compile_backend=args.compile_backend,
+    )
+    return train.TrainSettings(
+        case=case,
+        impls=args.impls,
+        steps=args.steps,
+        warmup=args.warmup,
+        threads=args.threads,
+        seed=args.seed,
+        timeout_s=args.timeout,
+        rounds=args.rounds,
+    )
+
+
+def _train_progress_line(record: dict) -> str:
+    head = f"train {record['impl']:<18} round {record.get('round', 0) + 1}"
+    if record["status"] != "ok":
+        return f"{head} {record['status']}: {record['message']}"
+    return (
+        f"{head} {record['tokens_per_s']:9,.0f} tgt tok/s  step {record['step_s'] * 1e3:8.1f} ms"
+        f"  peak {record['peak_mem_bytes'] / 2**20:7.1f} MiB  warm-up {record['warmup_s']:6.1f} s"
+    )
+
+
+def run_train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the training-throughput benchmark, write the results, print the markdown."""
+    try:
+        settings = train_settings(args, parser)
+    except SystemExit as exit_:  # parser.error: the usage message is printed, code 2
+        return exit_.code if isinstance(exit_.code, int) else 2
+    records: list[dict] = []
+    available = [name for name in settings.impls if not train.IMPLEMENTATIONS[name].available()]
+    total = len(settings.impls) + (settings.rounds - 1) * len(available)
+    with tqdm(total=total, desc="train", file=sys.stderr, disable=None) as bar:
+
+        def on_record(record: dict) -> None:
+            records.append(record)
+            write_json(records, args.output / "train.json")  # partial results survive
+            bar.update()
+            tqdm.write(_train_progress_line(record), file=sys.stderr)
+
+        train.run_train(settings, on_record)
+    markdown = write_train_report(records, settings, describe(settings.case.device), args.output)
+    print(markdown)
+    print(f"wrote {args.output / 'train.json'} and {args.output / 'train.md'}", file=sys.stderr)
+    return 1 if any(r["status"] == "error" for r in records) else 0
+
+
 COMMANDS: dict[str, Command] = {
     "attention": Command(
         help="time and peak memory of attention implementations (attnkit backends, torch, naive)",
         configure=configure_attention,
         run=run_attention_command,
+    ),
+    "train": Command(
+        help="training throughput (target tokens/s) of attnkit's encoder-decoder against "
+        "torch.nn.Transformer and Hugging Face BART/Marian",
+        configure=configure_train,
+        run=run_train_command,
     ),
 }
