@@ -350,8 +350,7 @@ def test_too_little_data_for_the_world_size_is_an_error():
 
 def test_multi30k_end_to_end_batches_decode_back_to_the_corpus():
     root = data_root() / "multi30k"
-    if not (root / "val.en.gz").is_file():
-        pytest.skip(f"shared data not found: {root} (set ATTNKIT_DATA)")
+    assert (root / "val.en.gz").is_file(), f"shared data not found: {root} (set ATTNKIT_DATA)"
     corpus = read_parallel(root / "val.en.gz", root / "val.de.gz")
     tok = SubwordTokenizer.train(corpus.sources + corpus.targets, kind="bpe", vocab_size=2000)
     batcher = TokenBudgetBatcher(corpus.encode(tok), 2000, seed=0, **SPECIALS)

@@ -21,10 +21,9 @@ from attnkit.data import (
 
 
 def shared(*parts: str) -> Path:
-    """A file of the shared data sets, or skip when they are not installed."""
+    """A file of the shared data sets (they must be installed: see ATTNKIT_DATA)."""
     path = data_root().joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared data not found: {path} (set ATTNKIT_DATA)")
+    assert path.exists(), f"shared data not found: {path} (set ATTNKIT_DATA)"
     return path
 
 

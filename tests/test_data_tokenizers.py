@@ -28,8 +28,7 @@ KINDS = ["bpe", "wordpiece", "unigram"]
 def corpus() -> list[str]:
     """The first 300 English sentences of Multi30k train (from ATTNKIT_DATA)."""
     path = data_root() / "multi30k" / "train.en.gz"
-    if not path.is_file():
-        pytest.skip(f"shared data not found: {path} (set ATTNKIT_DATA)")
+    assert path.is_file(), f"shared data not found: {path} (set ATTNKIT_DATA)"
     return read_lines(path)[:300]
 
 

@@ -25,6 +25,7 @@ the batches already handed out in the current epoch. The protocol (relied on by 
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -69,7 +70,7 @@ def _check_rank(rank: int, world_size: int) -> None:
         )
 
 
-class ResumableBatches(Generic[PlanT, BatchT]):
+class ResumableBatches(ABC, Generic[PlanT, BatchT]):
     """Base class: subclasses say how to plan an epoch and how to build one batch.
 
     ``_plan(epoch)`` returns this rank's list of plan items (e.g. example-index lists);
@@ -86,15 +87,17 @@ class ResumableBatches(Generic[PlanT, BatchT]):
         self._cached: tuple[int, Sequence[PlanT]] | None = None
 
     # -- to implement ---------------------------------------------------------------------
+    @abstractmethod
     def _plan(self, epoch: int) -> Sequence[PlanT]:
-        raise NotImplementedError
+        """The epoch's batches as plan items (e.g. lists of example indices), in order."""
 
+    @abstractmethod
     def _build(self, item: PlanT, epoch: int, position: int) -> BatchT:
-        raise NotImplementedError
+        """The batch of one plan item."""
 
+    @abstractmethod
     def _fingerprint(self) -> str:
         """Identifies the data and settings that determine the batch order."""
-        raise NotImplementedError
 
     # -- protocol ---------------------------------------------------------------------------
     @property
