@@ -93,11 +93,6 @@ def test_ddp_two_cpu_processes_equal_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_fsdp_two_cpu_processes_equal_one_process(tmp_path):
-    pytest.importorskip("torch.distributed.fsdp", reason="no FSDP in this torch")
-    from torch.distributed import fsdp
-
-    if not hasattr(fsdp, "fully_shard"):
-        pytest.skip("this torch has no FSDP2 fully_shard")
     _check(_launch(tmp_path, "fsdp"), tmp_path, 2, atol=1e-5)
 
 

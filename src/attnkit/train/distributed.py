@@ -171,13 +171,22 @@ def all_gather_object(obj: Any) -> list[Any]:
     return gathered
 
 
+def _fsdp2():
+    """FSDP2's module: public in torch >= 2.6, ``_composable.fsdp`` in torch 2.5."""
+    try:
+        from torch.distributed import fsdp
+
+        fsdp.fully_shard  # noqa: B018 - present from torch 2.6
+        return fsdp
+    except (ImportError, AttributeError):
+        from torch.distributed._composable import fsdp
+
+        return fsdp
+
+
 def is_fsdp(model: nn.Module) -> bool:
     """True for a module sharded with FSDP2 ``fully_shard``."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # pragma: no cover - old torch
-        return False
-    return isinstance(model, FSDPModule)
+    return isinstance(model, _fsdp2().FSDPModule)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -220,8 +229,7 @@ def wrap_model(
             model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
         )
     if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
+        fully_shard = _fsdp2().fully_shard
         for module in list(model.modules())[1:]:
             if _fsdp_unit(module, fsdp_units):
                 fully_shard(module)
