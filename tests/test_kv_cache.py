@@ -223,7 +223,7 @@ def test_static_cache_projects_the_memory_once(num_kv_heads):
 
 
 def test_rotary_with_cross_attention_cache_is_rejected():
-    def identity_rotary(q, k, *, offset):
+    def identity_rotary(q, k, *, offset, positions=None):
         return q, k
 
     mha = MultiHeadAttention(8, 2, rotary=identity_rotary)

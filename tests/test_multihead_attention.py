@@ -362,7 +362,7 @@ class PositionScale(nn.Module):
     def factor(start, length, dtype):
         return 1.0 + torch.arange(start, start + length, dtype=dtype)[:, None] / 4
 
-    def forward(self, query, key, *, offset):
+    def forward(self, query, key, *, offset, positions=None):
         self.offsets.append(offset)
         return (
             query * self.factor(offset, query.size(2), query.dtype),

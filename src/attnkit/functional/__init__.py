@@ -14,6 +14,7 @@ from attnkit.functional.masks import (
     create_sliding_window_mask,
     from_torch_mha_masks,
     mask_to_additive,
+    positions_from_mask,
 )
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "create_sliding_window_mask",
     "from_torch_mha_masks",
     "mask_to_additive",
+    "positions_from_mask",
     "register_backend",
     "scaled_dot_product_attention",
 ]

@@ -22,6 +22,7 @@ __all__ = [
     "create_sliding_window_mask",
     "from_torch_mha_masks",
     "mask_to_additive",
+    "positions_from_mask",
 ]
 
 
@@ -38,6 +39,15 @@ def create_padding_mask(tokens: Tensor, pad_id: int) -> Tensor:
     if tokens.dim() != 2:
         raise ValueError(f"tokens must have shape (B, S); got {tuple(tokens.shape)}")
     return (tokens != pad_id)[:, None, None, :]
+
+
+def positions_from_mask(attention_mask: Tensor) -> Tensor:
+    """Position ids ``(B, T)`` counting each row's real tokens: ``cumsum(mask) - 1``.
+
+    ``attention_mask (B, T)`` is bool or 0/1, true at real tokens. Pads get 0.
+    With left padding, a prompt gets the positions it would have alone.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def create_causal_mask(

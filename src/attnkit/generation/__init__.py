@@ -3,7 +3,8 @@
 Every strategy runs on a :class:`DecodingModel` (``start`` / ``step`` /
 ``reorder`` with the KV cache); an encoder-decoder model such as
 :class:`attnkit.models.Transformer` is adapted automatically
-(:class:`EncoderDecoderAdapter`).
+(:class:`EncoderDecoderAdapter`), and so is a decoder-only model such as
+:class:`attnkit.models.GPT` over left-padded prompts (:class:`DecoderOnlyAdapter`).
 
 - :func:`greedy_decode`: the most likely token at every step.
 - :func:`beam_search`: batched beams, length penalty, early stopping, n-best.
@@ -12,6 +13,7 @@ Every strategy runs on a :class:`DecodingModel` (``start`` / ``step`` /
 """
 
 from attnkit.generation.beam import BeamSearchOutput, beam_search
+from attnkit.generation.decoder_only import DecoderOnlyAdapter, DecoderOnlyState
 from attnkit.generation.greedy import greedy_decode
 from attnkit.generation.interface import (
     DecodingModel,
@@ -31,6 +33,8 @@ from attnkit.generation.strategy import generate
 
 __all__ = [
     "BeamSearchOutput",
+    "DecoderOnlyAdapter",
+    "DecoderOnlyState",
     "DecodingModel",
     "EncoderDecoderAdapter",
     "EncoderDecoderModel",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -18,25 +18,37 @@ def decode_one_per_row(
     choose: ChooseToken,
     *,
     max_new_tokens: int,
-    bos_id: int,
-    eos_id: int,
+    bos_id: int | None,
+    eos_id: int | Sequence[int] | None,
     pad_id: int,
 ) -> Tensor:
-    """Generate until every row has produced ``eos`` or ``max_new_tokens`` are reached.
+    """Generate until every row has produced a stop token or ``max_new_tokens`` are reached.
 
+    ``eos_id`` is one stop token, several, or ``None`` (never stop early).
     Returns ``(B, L)`` ids without ``bos``: each row is its tokens up to and
-    including ``eos``, then ``pad_id``. Loops over time steps only.
+    including its stop token, then ``pad_id``. Loops over time steps only.
     """
     state, logits = decoder.start(1, max_new_tokens, bos_id=bos_id)
-    check_special_ids(logits.size(-1), eos_id=eos_id, pad_id=pad_id)
+    stop_ids = stop_token_ids(eos_id, logits.size(-1), logits.device)
+    check_special_ids(logits.size(-1), pad_id=pad_id)
     batch_size = logits.size(0)
     finished = torch.zeros(batch_size, dtype=torch.bool, device=logits.device)
     generated = torch.empty(batch_size, 0, dtype=torch.long, device=logits.device)
     for step in range(max_new_tokens):
         token = choose(logits, generated).masked_fill(finished, pad_id)
         generated = torch.cat([generated, token[:, None]], dim=1)
-        finished |= token == eos_id
+        finished |= torch.isin(token, stop_ids)
         if step == max_new_tokens - 1 or bool(finished.all()):
             break
         logits = decoder.step(state, token[:, None])
     return generated
+
+
+def stop_token_ids(
+    eos_id: int | Sequence[int] | None, vocab_size: int, device: torch.device
+) -> Tensor:
+    """The stop tokens as a ``(n,)`` long tensor (empty for ``None``), each checked."""
+    ids = [] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id)
+    for value in ids:
+        check_special_ids(vocab_size, eos_id=value)
+    return torch.tensor(ids, dtype=torch.long, device=device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
@@ -22,8 +23,8 @@ def greedy_decode(
     src: Tensor | None,
     *,
     max_new_tokens: int,
-    bos_id: int,
-    eos_id: int,
+    bos_id: int | None = None,
+    eos_id: int | Sequence[int] | None = None,
     pad_id: int = 0,
     src_mask: Tensor | None = None,
 ) -> Tensor:
@@ -34,7 +35,11 @@ def greedy_decode(
             or a :class:`~attnkit.generation.DecodingModel` (then ``src=None``).
         src: ``(B, S)`` source token ids (padded with ``pad_id``).
         max_new_tokens: upper bound on generated tokens.
-        bos_id, eos_id, pad_id: special token ids.
+        bos_id: the token that starts decoding (encoder-decoder models; a
+            decoder-only model continues its prompt and ignores it).
+        eos_id: stop token(s): an id, a sequence of ids, or ``None`` (run
+            ``max_new_tokens`` steps).
+        pad_id: fills rows after their stop token.
         src_mask: bool ``(B, 1, 1, S)``; defaults to the padding mask of ``src``.
 
     Returns:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.functional import create_padding_mask
+from attnkit.generation.decoder_only import DecoderOnlyAdapter, is_causal_lm
 
 __all__ = [
     "DecodingModel",
@@ -69,8 +70,13 @@ class DecodingModel(Protocol):
     @property
     def device(self) -> torch.device: ...
 
-    def start(self, num_beams: int, max_new_tokens: int, *, bos_id: int) -> tuple[Any, Tensor]:
+    def start(
+        self, num_beams: int, max_new_tokens: int, *, bos_id: int | None
+    ) -> tuple[Any, Tensor]:
         """Begin decoding ``N = B * num_beams`` rows of at most ``max_new_tokens`` tokens.
+
+        Encoder-decoder models start from ``bos_id``; decoder-only models
+        continue their prompts and ignore it.
 
         Returns ``(state, logits)``: ``logits (N, V)`` score the first generated token.
         """
@@ -151,12 +157,14 @@ class EncoderDecoderAdapter:
         return self.src.device
 
     def start(
-        self, num_beams: int, max_new_tokens: int, *, bos_id: int
+        self, num_beams: int, max_new_tokens: int, *, bos_id: int | None
     ) -> tuple[EncoderDecoderState, Tensor]:
         """Encode the source, expand it to ``num_beams`` rows each, feed ``bos``.
 
         Returns the state and ``(N, V)`` logits of the first generated token.
         """
+        if bos_id is None:
+            raise ValueError("bos_id is required to decode with an encoder-decoder model")
         if num_beams < 1 or max_new_tokens < 1:
             raise ValueError(
                 f"num_beams and max_new_tokens must be >= 1; got {num_beams} and {max_new_tokens}"
@@ -206,8 +214,11 @@ def as_decoding_model(
     """The :class:`DecodingModel` for ``model`` and its inputs.
 
     A :class:`DecodingModel` is returned as it is (it holds its own inputs, so
-    ``src`` and ``src_mask`` must be ``None``); an encoder-decoder model is
-    wrapped in an :class:`EncoderDecoderAdapter` over ``src``.
+    ``src`` and ``src_mask`` must be ``None``); a decoder-only LM (GPT: has
+    ``new_cache``, no ``encode``) is wrapped in a
+    :class:`~attnkit.generation.DecoderOnlyAdapter` over the left-padded
+    prompts ``src (B, P)`` with ``src_mask (B, P)`` true at real tokens; an
+    encoder-decoder model in an :class:`EncoderDecoderAdapter` over ``src``.
     """
     if isinstance(model, DecodingModel):
         if src is not None or src_mask is not None:
@@ -216,6 +227,10 @@ def as_decoding_model(
                 "pass src=None and src_mask=None"
             )
         return model
+    if is_causal_lm(model):
+        if src is None:
+            raise ValueError("src (B, P), the prompts, is required to decode with a causal LM")
+        return DecoderOnlyAdapter(model, src, src_mask)
     if all(hasattr(model, name) for name in ("encode", "decode", "project", "new_cache")):
         if src is None:
             raise ValueError("src (B, S) is required to decode with an encoder-decoder model")

@@ -1,5 +1,7 @@
 """Model families composed from attnkit.nn parts."""
 
+from attnkit.models.gpt import GPT, GPTConfig, build_gpt, causal_lm_loss
+from attnkit.models.outputs import ModelOutput
 from attnkit.models.transformer import (
     Transformer,
     TransformerAttention,
@@ -7,4 +9,14 @@ from attnkit.models.transformer import (
     build_transformer,
 )
 
-__all__ = ["Transformer", "TransformerAttention", "TransformerConfig", "build_transformer"]
+__all__ = [
+    "GPT",
+    "GPTConfig",
+    "ModelOutput",
+    "Transformer",
+    "TransformerAttention",
+    "TransformerConfig",
+    "build_gpt",
+    "build_transformer",
+    "causal_lm_loss",
+]

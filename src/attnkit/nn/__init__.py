@@ -6,7 +6,7 @@ from attnkit.nn.attention import (
     ScaledDotProductAttention,
     ScoreBias,
 )
-from attnkit.nn.kv_cache import KVCache, StaticKVCache
+from attnkit.nn.kv_cache import KVCache, KVCacheStack, StaticKVCache
 from attnkit.nn.layers import (
     DecoderCache,
     DecoderLayerCache,
@@ -19,19 +19,26 @@ from attnkit.nn.layers import (
     TransformerEncoderLayer,
     make_norm,
 )
-from attnkit.nn.position import LearnedPositionalEncoding, PositionalEncoding, sinusoidal_table
+from attnkit.nn.position import (
+    LearnedPositionalEncoding,
+    PositionalEncoding,
+    RotaryEmbedding,
+    sinusoidal_table,
+)
 
 __all__ = [
     "DecoderCache",
     "DecoderLayerCache",
     "FeedForward",
     "KVCache",
+    "KVCacheStack",
     "LearnedPositionalEncoding",
     "MultiHeadAttention",
     "PositionalEncoding",
     "PositionwiseFeedForward",
     "QueryKeyTransform",
     "RMSNorm",
+    "RotaryEmbedding",
     "ScaledDotProductAttention",
     "ScoreBias",
     "StaticKVCache",

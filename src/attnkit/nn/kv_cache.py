@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["KVCache", "StaticKVCache"]
+__all__ = ["KVCache", "KVCacheStack", "StaticKVCache"]
 
 
 class KVCache:
@@ -108,3 +108,32 @@ class StaticKVCache:
 
     def reset(self) -> None:
         self.key = self.value = None
+
+
+class KVCacheStack:
+    """One :class:`KVCache` per self-attention layer of a decoder-only stack (GPT).
+
+    ``length`` = positions cached so far; ``reorder`` selects batch rows in
+    every layer (beam search).
+    """
+
+    def __init__(self, layers: list[KVCache]) -> None:
+        self.layers = layers
+
+    def __getitem__(self, index: int) -> KVCache:
+        return self.layers[index]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length if self.layers else 0
+
+    def reorder(self, indices: Tensor) -> None:
+        for layer in self.layers:
+            layer.reorder(indices)
+
+    def reset(self) -> None:
+        for layer in self.layers:
+            layer.reset()

@@ -21,10 +21,13 @@ class QueryKeyTransform(Protocol):
     """Transforms per-head queries and keys, e.g. rotary position embeddings.
 
     ``query (B, H, Tq, Dh)`` and ``key (B, Hkv, Tk, Dh)`` hold positions
-    ``offset, offset + 1, ...``; returns the transformed pair.
+    ``offset, offset + 1, ...``, or per row ``positions (B, Tq)`` when given
+    (left-padded batches); returns the transformed pair.
     """
 
-    def __call__(self, query: Tensor, key: Tensor, *, offset: int) -> tuple[Tensor, Tensor]: ...
+    def __call__(
+        self, query: Tensor, key: Tensor, *, offset: int, positions: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]: ...
 
 
 class ScoreBias(Protocol):
@@ -125,7 +128,12 @@ class MultiHeadAttention(nn.Module):
             )
 
     def _keys_values(
-        self, query_heads: Tensor, key: Tensor, value: Tensor, cache: KVCache | StaticKVCache | None
+        self,
+        query_heads: Tensor,
+        key: Tensor,
+        value: Tensor,
+        cache: KVCache | StaticKVCache | None,
+        positions: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor, int]:
         """Project (or fetch cached) keys/values; apply rotary. Returns q, k, v, query offset."""
         if isinstance(cache, StaticKVCache):
@@ -138,7 +146,7 @@ class MultiHeadAttention(nn.Module):
         v = self._split_heads(self.v_proj(value), self.num_kv_heads)
         offset = cache.length if isinstance(cache, KVCache) else 0
         if self.rotary is not None:
-            query_heads, k = self.rotary(query_heads, k, offset=offset)
+            query_heads, k = self.rotary(query_heads, k, offset=offset, positions=positions)
         if cache is not None:
             k, v = cache.update(k, v)
         return query_heads, k, v, offset
@@ -154,6 +162,7 @@ class MultiHeadAttention(nn.Module):
         cache: KVCache | StaticKVCache | None = None,
         is_causal: bool = False,
         attn_bias: Tensor | None = None,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` to ``key``/``value``.
 
@@ -170,6 +179,8 @@ class MultiHeadAttention(nn.Module):
             is_causal: each query sees keys up to its own position; with a cache
                 the queries are the last ``Tq`` positions (bottom-right alignment).
             attn_bias: extra additive bias broadcastable to ``(B, H, Tq, Tk_total)``.
+            positions: ``(B, Tq)`` positions of the new tokens for the rotary
+                component (default ``offset, offset + 1, ...``).
 
         Returns:
             ``(output (B, Tq, D), weights or None)``.
@@ -178,7 +189,7 @@ class MultiHeadAttention(nn.Module):
         value = key if value is None else value
         self._check_inputs(query, key, value)
         q = self._split_heads(self.q_proj(query), self.num_heads)
-        q, k, v, offset = self._keys_values(q, key, value, cache)
+        q, k, v, offset = self._keys_values(q, key, value, cache, positions)
         if self.score_bias is not None:
             position_bias = self.score_bias(q.size(2), k.size(2), offset=offset)
             attn_bias = position_bias if attn_bias is None else attn_bias + position_bias

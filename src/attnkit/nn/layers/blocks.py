@@ -105,11 +105,25 @@ class TransformerEncoderLayer(nn.Module):
         *,
         is_causal: bool = False,
         need_weights: bool = False,
+        cache: KVCache | None = None,
+        positions: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor | None]:
-        """``x (B, S, D)``; ``mask`` bool broadcastable to ``(B, H, S, S)``."""
+        """``x (B, S, D)``; ``mask`` bool broadcastable to ``(B, H, S, S_total)``.
+
+        With ``is_causal=True`` and a ``cache`` this is a decoder-only (GPT)
+        block: ``x`` holds the new tokens, the cache the earlier ones, and
+        ``S_total`` counts both. ``positions (B, S)`` go to a rotary component.
+        """
         h = self.attn_block.pre(x)
         attn_out, weights = self.self_attn(
-            h, h, h, mask, is_causal=is_causal, need_weights=need_weights
+            h,
+            h,
+            h,
+            mask,
+            is_causal=is_causal,
+            need_weights=need_weights,
+            cache=cache,
+            positions=positions,
         )
         x = self.attn_block.post(x, attn_out)
         x = self.ff_block.post(x, self.feed_forward(self.ff_block.pre(x)))

@@ -27,8 +27,30 @@ class LearnedPositionalEncoding(nn.Module):
         positions = torch.arange(offset, offset + seq_len, device=self.embedding.weight.device)
         return self.embedding(positions)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """``x (B, T, D)`` -> ``x + E[offset : offset + T]`` with dropout."""
+    def forward(self, x: Tensor, offset: int = 0, positions: Tensor | None = None) -> Tensor:
+        """``x (B, T, D)`` -> ``x + E[offset : offset + T]`` with dropout.
+
+        ``positions (B, T)`` gives every row its own positions instead (e.g.
+        left-padded prompts); ``offset`` is then ignored.
+        """
         if x.dim() != 3 or x.size(-1) != self.d_model:
             raise ValueError(f"x must have shape (B, T, {self.d_model}); got {tuple(x.shape)}")
-        return self.dropout(x + self.get_positional_encoding(x.size(1), offset).to(x.dtype))
+        if positions is None:
+            table = self.get_positional_encoding(x.size(1), offset)
+        else:
+            table = self.embedding(self._checked(positions, x))
+        return self.dropout(x + table.to(x.dtype))
+
+    def _checked(self, positions: Tensor, x: Tensor) -> Tensor:
+        """``positions`` if they are ``(B, T)`` ints in ``[0, max_len)``; raise otherwise."""
+        if positions.shape != x.shape[:2] or positions.is_floating_point():
+            raise ValueError(
+                f"positions must be integer ids of shape {tuple(x.shape[:2])}; "
+                f"got {positions.dtype} {tuple(positions.shape)}"
+            )
+        if positions.numel() and (positions.min() < 0 or positions.max() >= self.max_len):
+            raise ValueError(
+                f"{type(self).__name__} supports positions 0..{self.max_len - 1}; got "
+                f"{int(positions.min())}..{int(positions.max())}"
+            )
+        return positions

@@ -1,0 +1,160 @@
+"""Reading and writing Hugging Face model directories, and checked weight conversion.
+
+A Hugging Face model directory holds ``config.json`` and the weights as
+``model.safetensors`` (or the older ``pytorch_model.bin``). Conversion between
+their parameter names and attnkit's goes through :class:`WeightSource`, which
+records every name asked for and every name left over, so that a checkpoint
+that does not fit fails with the complete list of what is missing, what is
+unexpected and which shapes differ — before any weight is copied.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+CONFIG_FILE = "config.json"
+SAFETENSORS_FILE = "model.safetensors"
+TORCH_FILE = "pytorch_model.bin"
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's weights do not fit the model built from its config."""
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """``config.json`` of a model directory as a dict."""
+    directory = Path(path)
+    file = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: not a directory (expected a model directory)")
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: missing (a Hugging Face model directory has one)")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file}: not valid JSON ({error})") from error
+
+
+def read_weights(path: str | Path) -> dict[str, Tensor]:
+    """The weights of a model directory: ``model.safetensors`` or ``pytorch_model.bin``."""
+    directory = Path(path)
+    safetensors = directory / SAFETENSORS_FILE
+    if safetensors.is_file():
+        try:
+            return load_file(str(safetensors))
+        except Exception as error:  # safetensors raises its own error types
+            raise ValueError(f"{safetensors}: cannot be read ({error})") from error
+    legacy = directory / TORCH_FILE
+    if legacy.is_file():
+        try:
+            return torch.load(legacy, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise ValueError(f"{legacy}: cannot be read ({error})") from error
+    raise FileNotFoundError(
+        f"{directory}: no weights found (expected {SAFETENSORS_FILE} or {TORCH_FILE})"
+    )
+
+
+def write_directory(
+    path: str | Path, config: Mapping[str, Any], weights: dict[str, Tensor]
+) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``path`` (created if needed)."""
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(json.dumps(dict(config), indent=2, sort_keys=True) + "\n")
+    contiguous = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
+    save_file(contiguous, str(directory / SAFETENSORS_FILE), metadata={"format": "pt"})
+    return directory
+
+
+class WeightSource:
+    """A checkpoint's tensors, handed out by name, remembering what was taken and missed.
+
+    Args:
+        weights: name -> tensor as stored in the checkpoint.
+        ignore: predicates for stored names that are not weights (buffers such
+            as GPT-2's ``attn.bias`` causal mask) and may be left over.
+    """
+
+    def __init__(
+        self, weights: Mapping[str, Tensor], ignore: Iterable[Callable[[str], bool]] = ()
+    ) -> None:
+        self.weights = dict(weights)
+        self.ignore = tuple(ignore)
+        self.taken: set[str] = set()
+        self.missing: list[str] = []
+
+    def has(self, name: str) -> bool:
+        return name in self.weights
+
+    def take(self, name: str) -> Tensor | None:
+        """The tensor called ``name``, or ``None`` (and noted as missing)."""
+        if name not in self.weights:
+            self.missing.append(name)
+            return None
+        self.taken.add(name)
+        return self.weights[name]
+
+    def mark_used(self, name: str) -> None:
+        """Count ``name`` as consumed without reading it (e.g. a tied copy)."""
+        if name in self.weights:
+            self.taken.add(name)
+
+    def unexpected(self) -> list[str]:
+        return sorted(
+            name
+            for name in self.weights
+            if name not in self.taken and not any(rule(name) for rule in self.ignore)
+        )
+
+
+def load_converted(
+    model: nn.Module, converted: Mapping[str, Tensor | None], source: WeightSource, origin: str
+) -> None:
+    """Copy ``converted`` weights into ``model`` after checking every name and shape.
+
+    Raises :class:`CheckpointMismatchError` listing every missing checkpoint
+    key, unexpected checkpoint key, attnkit parameter left without a value and
+    shape mismatch; nothing is copied unless everything fits.
+    """
+    expected = model.state_dict()
+    problems = []
+    if source.missing:
+        problems.append(f"missing keys in the checkpoint: {sorted(set(source.missing))}")
+    unexpected = source.unexpected()
+    if unexpected:
+        problems.append(f"unexpected keys in the checkpoint: {unexpected}")
+    unfilled = sorted(name for name in expected if name not in converted)
+    if unfilled:
+        problems.append(f"attnkit parameters with no checkpoint value: {unfilled}")
+    for name, tensor in converted.items():
+        if tensor is None:
+            continue
+        if name not in expected:
+            problems.append(f"conversion produced an unknown attnkit name {name!r}")
+        elif tensor.shape != expected[name].shape:
+            problems.append(
+                f"shape mismatch for {name}: the model expects {tuple(expected[name].shape)}, "
+                f"the checkpoint gives {tuple(tensor.shape)}"
+            )
+    if problems:
+        raise CheckpointMismatchError(f"{origin}: " + "; ".join(problems))
+    with torch.no_grad():
+        for name, tensor in converted.items():
+            expected[name].copy_(tensor)  # type: ignore[union-attr]
+
+
+def split_rows(tensor: Tensor, parts: int) -> list[Tensor]:
+    """Split along dim 0 into ``parts`` equal pieces (fused q/k/v projections)."""
+    if tensor.size(0) % parts:
+        raise CheckpointMismatchError(
+            f"a fused projection of {tensor.size(0)} rows cannot be split into {parts} equal parts"
+        )
+    return list(tensor.chunk(parts, dim=0))

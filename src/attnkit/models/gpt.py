@@ -1,0 +1,299 @@
+"""GPT: a decoder-only Transformer language model (Radford et al. 2018, 2019).
+
+The default configuration is GPT-2's layout: learned absolute positions,
+pre-LN blocks, GELU (tanh form), a final layer norm and an output layer tied
+to the token embeddings. The modern options are switches of the same config:
+rotary positions, RMSNorm, SwiGLU, grouped-query attention, no biases (a
+Llama-style model).
+
+Every block is an :class:`attnkit.nn.TransformerEncoderLayer` run causally
+with a KV cache. Generation lives one layer up, in :mod:`attnkit.generation`:
+``generate(gpt, prompts, "greedy", src_mask=attention_mask, max_new_tokens=50)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnkit.functional import positions_from_mask
+from attnkit.models.outputs import ModelOutput
+from attnkit.nn import (
+    KVCacheStack,
+    LearnedPositionalEncoding,
+    MultiHeadAttention,
+    RotaryEmbedding,
+    TransformerEncoderLayer,
+    make_norm,
+)
+
+__all__ = ["GPT", "GPTConfig", "build_gpt", "causal_lm_loss"]
+
+POSITIONAL = ("learned", "rotary", "none")
+IGNORE_INDEX = -100
+
+
+@dataclass
+class GPTConfig:
+    """Hyper-parameters of :class:`GPT` (defaults: GPT-2 small, 124M parameters).
+
+    Attributes:
+        vocab_size, max_len: vocabulary size and longest sequence (``n_positions``).
+        d_model, num_heads, num_layers: width, heads, blocks.
+        d_ff: feed-forward width (default ``4 * d_model``).
+        num_kv_heads: key/value heads for GQA/MQA (default ``num_heads``).
+        dropout: on embeddings and residual branches; ``attention_dropout``
+            on attention weights (default ``dropout``).
+        activation: ``"gelu_tanh"`` (GPT-2), ``"gelu"``, ``"relu"``, ``"swiglu"``, ...
+        norm: ``"layernorm"`` or ``"rmsnorm"``; ``layer_norm_eps`` its epsilon.
+        positional: ``"learned"`` (GPT-2), ``"rotary"`` or ``"none"``.
+        rope_base, rope_scaling, rope_factor: rotary settings (see
+            :class:`attnkit.nn.RotaryEmbedding`).
+        bias: biases in projections and norms.
+        tie_embeddings: the output layer shares the token embedding matrix.
+        init_std: standard deviation of the normal initialisation; residual
+            output projections use ``init_std / sqrt(2 * num_layers)`` (GPT-2).
+    """
+
+    vocab_size: int = 50257
+    max_len: int = 1024
+    d_model: int = 768
+    num_heads: int = 12
+    num_layers: int = 12
+    d_ff: int | None = None
+    num_kv_heads: int | None = None
+    dropout: float = 0.1
+    attention_dropout: float | None = None
+    activation: str = "gelu_tanh"
+    norm: str = "layernorm"
+    layer_norm_eps: float = 1e-5
+    positional: str = "learned"
+    rope_base: float = 10000.0
+    rope_scaling: str = "none"
+    rope_factor: float = 1.0
+    bias: bool = True
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "max_len", "d_model", "num_heads", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.d_model % self.num_heads != 0:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
+            )
+        if self.positional not in POSITIONAL:
+            raise ValueError(f"positional must be one of {POSITIONAL}; got {self.positional!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+
+    @property
+    def ff_width(self) -> int:
+        return self.d_ff or 4 * self.d_model
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean next-token cross-entropy: ``logits[:, t]`` predicts ``labels[:, t + 1]``.
+
+    ``logits (B, T, V)``, ``labels (B, T)``; positions labelled ``-100`` are
+    ignored (the Hugging Face convention).
+    """
+    if labels.shape != logits.shape[:2]:
+        raise ValueError(
+            f"labels must have shape (B, T) = {tuple(logits.shape[:2])}; got {tuple(labels.shape)}"
+        )
+    shifted = logits[:, :-1].flatten(0, 1).float()
+    return F.cross_entropy(shifted, labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+
+
+class GPT(nn.Module):
+    """Decoder-only Transformer language model. ``input_ids (B, T)`` -> ``logits (B, T, V)``.
+
+    Build it from a :class:`GPTConfig` (``GPT(config)`` or :func:`build_gpt`).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.position_embedding = (
+            LearnedPositionalEncoding(config.d_model, config.max_len)
+            if config.positional == "learned"
+            else None
+        )
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        rotary = (
+            RotaryEmbedding(
+                config.head_dim,
+                config.rope_base,
+                scaling=config.rope_scaling,
+                factor=config.rope_factor,
+            )
+            if config.positional == "rotary"
+            else None
+        )
+        self.layers = nn.ModuleList(_block(config, rotary) for _ in range(config.num_layers))
+        self.final_norm = make_norm(
+            config.norm, config.d_model, config.layer_norm_eps, bias=config.bias
+        )
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.reset_parameters()
+        if config.tie_embeddings:
+            self.lm_head.weight = self.token_embedding.weight
+
+    def reset_parameters(self) -> None:
+        """GPT-2 initialisation: N(0, init_std), residual outputs scaled by 1/sqrt(2L)."""
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+        residual_std = std / math.sqrt(2 * self.config.num_layers)
+        for layer in self.layers:
+            nn.init.normal_(layer.self_attn.out_proj.weight, std=residual_std)
+            nn.init.normal_(layer.feed_forward.linear2.weight, std=residual_std)
+
+    @property
+    def device(self) -> torch.device:
+        return self.token_embedding.weight.device
+
+    def new_cache(self, batch_size: int, max_len: int) -> KVCacheStack:
+        """Empty per-layer KV caches for ``max_len`` positions (prompt + new tokens)."""
+        like = self.token_embedding.weight
+        return KVCacheStack(
+            [layer.self_attn.new_cache(batch_size, max_len, like=like) for layer in self.layers]
+        )
+
+    def embed(self, input_ids: Tensor, positions: Tensor | None, offset: int) -> Tensor:
+        """Token (+ learned position) embeddings with dropout: ``(B, T)`` -> ``(B, T, D)``."""
+        x = self.token_embedding(input_ids)
+        if self.position_embedding is not None:
+            x = self.position_embedding(x, offset, positions)
+        return self.embedding_dropout(x)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        *,
+        labels: Tensor | None = None,
+        positions: Tensor | None = None,
+        cache: KVCacheStack | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> ModelOutput:
+        """Score every next token.
+
+        Args:
+            input_ids: ``(B, T)`` token ids (the new tokens when decoding with a cache).
+            attention_mask: ``(B, T_total)`` bool or 0/1, true at real tokens;
+                ``T_total`` = cached + new positions. ``None``: all real.
+            labels: ``(B, T)``; the loss is the mean cross-entropy of predicting
+                ``labels[:, t + 1]`` from position ``t`` (``-100`` ignored), as in
+                Hugging Face; pass ``labels=input_ids`` for language modelling.
+            positions: ``(B, T)`` position ids; default: from ``attention_mask``
+                (``cumsum - 1``, so left padding is skipped), else the cache length onward.
+            cache: a :class:`attnkit.nn.KVCacheStack` from :meth:`new_cache`, filled in place.
+            output_attentions: return per-layer weights ``(B, H, T, T_total)``
+                (the math backend runs for this call).
+            output_hidden_states: return the embeddings and every layer's output.
+
+        Returns:
+            :class:`ModelOutput` with ``logits (B, T, V)`` and, as asked, ``loss``,
+            ``attentions``, ``hidden_states``, ``cache``.
+        """
+        offset = cache.length if cache is not None else 0
+        self._check_inputs(input_ids, attention_mask, offset)
+        mask = None
+        if attention_mask is not None:
+            mask = attention_mask.bool()[:, None, None, :]
+            if positions is None:
+                positions = positions_from_mask(attention_mask)[:, -input_ids.size(1) :]
+        x = self.embed(input_ids, positions, offset)
+        hidden_states = [x] if output_hidden_states else None
+        attentions: list[Tensor] | None = [] if output_attentions else None
+        for i, layer in enumerate(self.layers):
+            out = layer(
+                x,
+                mask,
+                is_causal=True,
+                need_weights=output_attentions,
+                cache=None if cache is None else cache[i],
+                positions=positions,
+            )
+            if output_attentions:
+                x, weights = out
+                attentions.append(weights)  # type: ignore[union-attr]
+            else:
+                x = out
+            if hidden_states is not None and i < len(self.layers) - 1:
+                hidden_states.append(x)
+        x = self.final_norm(x)
+        if hidden_states is not None:
+            hidden_states.append(x)
+        logits = self.lm_head(x)
+        loss = None if labels is None else causal_lm_loss(logits, labels)
+        return ModelOutput(logits, loss, attentions, hidden_states, cache)
+
+    def _check_inputs(self, input_ids: Tensor, attention_mask: Tensor | None, offset: int) -> None:
+        if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
+            shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids)
+            raise ValueError(f"input_ids must have shape (B, T); got {shape}")
+        if input_ids.is_floating_point():
+            raise ValueError(f"input_ids must be integer token ids; got {input_ids.dtype}")
+        total = offset + input_ids.size(1)
+        if attention_mask is not None and attention_mask.shape != (input_ids.size(0), total):
+            raise ValueError(
+                f"attention_mask must have shape (B, cached + new) = {(input_ids.size(0), total)}; "
+                f"got {tuple(attention_mask.shape)}"
+            )
+        if self.position_embedding is not None and total > self.config.max_len:
+            raise ValueError(f"sequence of {total} positions exceeds max_len={self.config.max_len}")
+
+
+def _block(config: GPTConfig, rotary: RotaryEmbedding | None) -> TransformerEncoderLayer:
+    attention_dropout = (
+        config.dropout if config.attention_dropout is None else config.attention_dropout
+    )
+    attention = MultiHeadAttention(
+        config.d_model,
+        config.num_heads,
+        attention_dropout,
+        num_kv_heads=config.num_kv_heads,
+        bias=config.bias,
+        rotary=rotary,
+    )
+    return TransformerEncoderLayer(
+        config.d_model,
+        config.num_heads,
+        config.ff_width,
+        config.dropout,
+        config.activation,
+        norm_first=True,
+        norm=config.norm,
+        layer_norm_eps=config.layer_norm_eps,
+        bias=config.bias,
+        self_attention=attention,
+    )
+
+
+def build_gpt(config: GPTConfig | None = None, **overrides: Any) -> GPT:
+    """A :class:`GPT` from ``config`` (GPT-2 small by default) with field ``overrides``."""
+    base = asdict(config) if config is not None else {}
+    return GPT(GPTConfig(**{**base, **overrides}))
