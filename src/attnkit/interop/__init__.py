@@ -6,6 +6,8 @@ matching attnkit model from the config and loads the weights, checking every
 name and shape first. ``save_pretrained(model, path)`` writes the same format
 back, so that ``transformers`` loads it. ``load_pretrained_tokenizer(path)``
 reads the directory's ``tokenizer.json`` with the ``tokenizers`` library.
+
+Families (``model_type`` in ``config.json``): ``gpt2``, ``bert``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from attnkit.interop import gpt2
+from attnkit.interop import bert, gpt2
 from attnkit.interop._checkpoint import (
     CheckpointMismatchError,
     WeightSource,
@@ -27,7 +29,6 @@ from attnkit.interop._checkpoint import (
     read_weights,
     write_directory,
 )
-from attnkit.models import GPT
 
 __all__ = [
     "FAMILIES",
@@ -37,8 +38,8 @@ __all__ = [
     "save_pretrained",
 ]
 
-# model_type in config.json -> (converter module, attnkit model class)
-FAMILIES: dict[str, tuple[ModuleType, type[nn.Module]]] = {gpt2.MODEL_TYPE: (gpt2, GPT)}
+# model_type in config.json -> converter module (build, weights_from_hf, fresh, handles, to_hf)
+FAMILIES: dict[str, ModuleType] = {gpt2.MODEL_TYPE: gpt2, bert.MODEL_TYPE: bert}
 
 
 def _family(model_type: Any, origin: str) -> ModuleType:
@@ -46,22 +47,37 @@ def _family(model_type: Any, origin: str) -> ModuleType:
         raise ValueError(
             f"{origin}: model_type must be one of {sorted(FAMILIES)}; got {model_type!r}"
         )
-    return FAMILIES[model_type][0]
+    return FAMILIES[model_type]
 
 
-def from_pretrained(path: str | Path, *, dtype: torch.dtype | None = None) -> nn.Module:
+def from_pretrained(
+    path: str | Path,
+    *,
+    task: str | None = None,
+    dtype: torch.dtype | None = None,
+    **overrides: Any,
+) -> nn.Module:
     """The attnkit model stored in the Hugging Face directory ``path``, in eval mode.
 
-    The family comes from ``config.json``'s ``model_type``. A checkpoint whose
-    weights do not fit raises :class:`CheckpointMismatchError` naming every
-    missing or unexpected key and every shape mismatch.
+    Args:
+        path: a local directory with ``config.json`` and the weights.
+        task: which model to build (BERT: ``"base"``, ``"masked_lm"``,
+            ``"pretraining"``, ``"sequence_classification"``,
+            ``"token_classification"``; default: the checkpoint's own
+            ``architectures``). A head the checkpoint lacks is initialised
+            fresh and named in a warning.
+        dtype: cast the loaded model (e.g. ``torch.float64``).
+        overrides: config fields to change (e.g. ``num_labels=2``, ``dropout=0.0``).
+
+    Raises :class:`CheckpointMismatchError` naming every missing or
+    unexpected key and every shape mismatch, before any weight is copied.
     """
     hf_config = read_config(path)
     family = _family(hf_config.get("model_type"), str(Path(path) / "config.json"))
-    model = family.build(hf_config)
+    model = family.build(hf_config, task, **overrides)
     source = WeightSource(read_weights(path))
-    converted = family.weights_from_hf(source, model.config)
-    load_converted(model, converted, source, str(path))
+    converted = family.weights_from_hf(source, model)
+    load_converted(model, converted, source, str(path), fresh=family.fresh)
     if dtype is not None:
         model.to(dtype)
     return model.eval()
@@ -69,12 +85,13 @@ def from_pretrained(path: str | Path, *, dtype: torch.dtype | None = None) -> nn
 
 def save_pretrained(model: nn.Module, path: str | Path) -> Path:
     """Write ``model`` as a Hugging Face directory (``config.json`` + ``model.safetensors``)."""
-    for family, model_class in FAMILIES.values():
-        if type(model) is model_class:
-            config = family.config_to_hf(model.config)  # type: ignore[arg-type]
-            return write_directory(path, config, family.weights_to_hf(model))
-    names = sorted(cls.__name__ for _, cls in FAMILIES.values())
-    raise TypeError(f"save_pretrained supports {names}; got {type(model).__name__}")
+    for family in FAMILIES.values():
+        if family.handles(model):
+            config, weights = family.to_hf(model)
+            return write_directory(path, config, weights)
+    raise TypeError(
+        f"save_pretrained supports the families {sorted(FAMILIES)}; got {type(model).__name__}"
+    )
 
 
 def load_pretrained_tokenizer(path: str | Path) -> Tokenizer:

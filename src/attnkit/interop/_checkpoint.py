@@ -11,6 +11,7 @@ unexpected and which shapes differ — before any weight is copied.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
 TORCH_FILE = "pytorch_model.bin"
+logger = logging.getLogger(__name__)
 
 
 class CheckpointMismatchError(ValueError):
@@ -69,7 +71,8 @@ def write_directory(
     directory = Path(path)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_FILE).write_text(json.dumps(dict(config), indent=2, sort_keys=True) + "\n")
-    contiguous = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
+    # Copies: safetensors refuses tensors that share memory (views of one fused weight).
+    contiguous = {name: tensor.detach().cpu().clone() for name, tensor in weights.items()}
     save_file(contiguous, str(directory / SAFETENSORS_FILE), metadata={"format": "pt"})
     return directory
 
@@ -94,10 +97,11 @@ class WeightSource:
     def has(self, name: str) -> bool:
         return name in self.weights
 
-    def take(self, name: str) -> Tensor | None:
-        """The tensor called ``name``, or ``None`` (and noted as missing)."""
+    def take(self, name: str, *, optional: bool = False) -> Tensor | None:
+        """The tensor called ``name``, or ``None`` (noted as missing unless ``optional``)."""
         if name not in self.weights:
-            self.missing.append(name)
+            if not optional:
+                self.missing.append(name)
             return None
         self.taken.add(name)
         return self.weights[name]
@@ -114,15 +118,30 @@ class WeightSource:
             if name not in self.taken and not any(rule(name) for rule in self.ignore)
         )
 
+    def ignored(self) -> list[str]:
+        """Names left over that an ``ignore`` rule allows (buffers, other tasks' heads)."""
+        return sorted(
+            name
+            for name in self.weights
+            if name not in self.taken and any(rule(name) for rule in self.ignore)
+        )
+
 
 def load_converted(
-    model: nn.Module, converted: Mapping[str, Tensor | None], source: WeightSource, origin: str
-) -> None:
+    model: nn.Module,
+    converted: Mapping[str, Tensor | None],
+    source: WeightSource,
+    origin: str,
+    *,
+    fresh: Callable[[str], bool] = lambda name: False,
+) -> list[str]:
     """Copy ``converted`` weights into ``model`` after checking every name and shape.
 
     Raises :class:`CheckpointMismatchError` listing every missing checkpoint
     key, unexpected checkpoint key, attnkit parameter left without a value and
-    shape mismatch; nothing is copied unless everything fits.
+    shape mismatch; nothing is copied unless everything fits. Parameters for
+    which ``fresh(name)`` holds (a task head the checkpoint does not have)
+    may stay as initialised: their names are returned and logged.
     """
     expected = model.state_dict()
     problems = []
@@ -131,7 +150,9 @@ def load_converted(
     unexpected = source.unexpected()
     if unexpected:
         problems.append(f"unexpected keys in the checkpoint: {unexpected}")
-    unfilled = sorted(name for name in expected if name not in converted)
+    filled = {name for name, tensor in converted.items() if tensor is not None}
+    new_head = sorted(name for name in expected if name not in filled and fresh(name))
+    unfilled = sorted(name for name in expected if name not in filled and not fresh(name))
     if unfilled:
         problems.append(f"attnkit parameters with no checkpoint value: {unfilled}")
     for name, tensor in converted.items():
@@ -148,7 +169,19 @@ def load_converted(
         raise CheckpointMismatchError(f"{origin}: " + "; ".join(problems))
     with torch.no_grad():
         for name, tensor in converted.items():
-            expected[name].copy_(tensor)  # type: ignore[union-attr]
+            if tensor is not None:
+                expected[name].copy_(tensor)
+    if new_head:
+        logger.warning("%s: newly initialised (not in the checkpoint): %s", origin, new_head)
+    ignored = [name for name in source.ignored() if not _is_known_buffer(name)]
+    if ignored:
+        logger.warning("%s: checkpoint weights not used by this model: %s", origin, ignored)
+    return new_head
+
+
+def _is_known_buffer(name: str) -> bool:
+    """Non-weight tensors some checkpoints store (position ids, causal masks)."""
+    return name.endswith(("position_ids", ".attn.bias", ".attn.masked_bias"))
 
 
 def split_rows(tensor: Tensor, parts: int) -> list[Tensor]:

@@ -103,8 +103,9 @@ def _is_buffer(name: str) -> bool:
     return name.endswith((".attn.bias", ".attn.masked_bias"))
 
 
-def weights_from_hf(source: WeightSource, config: GPTConfig) -> dict[str, Tensor | None]:
+def weights_from_hf(source: WeightSource, model: GPT) -> dict[str, Tensor | None]:
     """attnkit GPT state-dict entries from GPT-2 checkpoint tensors."""
+    config = model.config
     source.ignore = (*source.ignore, _is_buffer)
     p = _prefix(source)
     out: dict[str, Tensor | None] = {
@@ -182,8 +183,26 @@ def _cat_rows(state: dict[str, Tensor], modules: list[str], kind: str) -> Tensor
     return torch.cat([state[f"{module}.{kind}"] for module in modules], dim=0)
 
 
-def build(hf_config: dict[str, Any]) -> GPT:
-    return GPT(config_from_hf(hf_config))
+def build(hf_config: dict[str, Any], task: str | None = None, **overrides: Any) -> GPT:
+    """The attnkit GPT of a GPT-2 ``config.json`` (``task``: only ``"causal_lm"``)."""
+    if task not in (None, "causal_lm"):
+        raise ValueError(f"GPT-2 checkpoints load for task 'causal_lm'; got {task!r}")
+    config = config_from_hf(hf_config)
+    return GPT(GPTConfig(**{**config.to_dict(), **overrides}))
+
+
+def handles(model: object) -> bool:
+    return type(model) is GPT
+
+
+def fresh(name: str) -> bool:
+    """GPT-2 checkpoints hold every weight: nothing may stay newly initialised."""
+    return False
+
+
+def to_hf(model: GPT) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """``config.json`` contents and tensors of ``model`` in GPT-2 format."""
+    return config_to_hf(model.config), weights_to_hf(model)
 
 
 __all__ = [
@@ -191,6 +210,9 @@ __all__ = [
     "build",
     "config_from_hf",
     "config_to_hf",
+    "fresh",
+    "handles",
+    "to_hf",
     "weights_from_hf",
     "weights_to_hf",
 ]

@@ -1,0 +1,373 @@
+"""BERT: a bidirectional Transformer encoder (Devlin et al. 2019) and its task heads.
+
+``BertModel`` is the encoder: word + position + token-type embeddings summed
+and layer-normed, a post-LN :class:`attnkit.nn.TransformerEncoder` and a tanh
+pooler over the first (``[CLS]``) token. The heads follow Hugging Face's
+names so that checkpoints and habits carry over:
+
+- :class:`BertForMaskedLM` — masked-LM head tied to the word embeddings;
+- :class:`BertForPreTraining` — masked LM + next-sentence prediction;
+- :class:`BertForSequenceClassification` — pooled ``[CLS]`` -> labels
+  (regression when ``num_labels == 1``);
+- :class:`BertForTokenClassification` — one label per token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnkit.models.outputs import ModelOutput
+from attnkit.nn import FeedForward, MultiHeadAttention, TransformerEncoderLayer
+from attnkit.nn.layers.feedforward import ACTIVATIONS
+
+__all__ = [
+    "BertConfig",
+    "BertEmbeddings",
+    "BertForMaskedLM",
+    "BertForPreTraining",
+    "BertForSequenceClassification",
+    "BertForTokenClassification",
+    "BertModel",
+    "EncoderOutput",
+]
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class BertConfig:
+    """Hyper-parameters of BERT (defaults: BERT-base, uncased vocabulary).
+
+    Attributes:
+        vocab_size, max_len, type_vocab_size: word, position and segment tables.
+        d_model, num_heads, num_layers, d_ff: encoder sizes.
+        dropout: on embeddings and residual branches; ``attention_dropout``
+            on attention weights.
+        activation: feed-forward activation (``"gelu"``, exact, as BERT).
+        layer_norm_eps: 1e-12 as in BERT.
+        pad_id: padding token id (the attention mask default).
+        num_labels: outputs of the classification heads.
+        classifier_dropout: dropout before classification heads (default ``dropout``).
+        init_std: standard deviation of the normal initialisation.
+    """
+
+    vocab_size: int = 30522
+    max_len: int = 512
+    type_vocab_size: int = 2
+    d_model: int = 768
+    num_heads: int = 12
+    num_layers: int = 12
+    d_ff: int = 3072
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation: str = "gelu"
+    layer_norm_eps: float = 1e-12
+    pad_id: int = 0
+    num_labels: int = 2
+    classifier_dropout: float | None = None
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "max_len", "d_model", "num_heads", "num_layers", "d_ff"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.d_model % self.num_heads != 0:
+            raise ValueError(
+                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
+            )
+        if self.num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1; got {self.num_labels}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EncoderOutput:
+    """What :class:`BertModel` returns.
+
+    Attributes:
+        last_hidden_state: ``(B, T, D)``.
+        pooled: ``(B, D)``, ``tanh(W h_[CLS] + b)``; ``None`` without a pooler.
+        hidden_states: embeddings and each layer's output, when asked for.
+        attentions: per layer ``(B, H, T, T)``, when asked for.
+    """
+
+    last_hidden_state: Tensor
+    pooled: Tensor | None
+    hidden_states: list[Tensor] | None = None
+    attentions: list[Tensor] | None = None
+
+
+class BertEmbeddings(nn.Module):
+    """``LayerNorm(word + position + token_type)`` then dropout: ``(B, T)`` -> ``(B, T, D)``."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.word = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_id)
+        self.position = nn.Embedding(config.max_len, config.d_model)
+        self.token_type = nn.Embedding(config.type_vocab_size, config.d_model)
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        length = input_ids.size(1)
+        if length > self.config.max_len:
+            raise ValueError(f"sequence of {length} tokens exceeds max_len={self.config.max_len}")
+        positions = torch.arange(length, device=input_ids.device)
+        x = self.word(input_ids) + self.position(positions)
+        if token_type_ids is None:
+            x = x + self.token_type.weight[0]
+        else:
+            x = x + self.token_type(token_type_ids)
+        return self.dropout(self.norm(x))
+
+
+def _check_inputs(
+    input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None
+) -> None:
+    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids)
+        raise ValueError(f"input_ids must have shape (B, T); got {shape}")
+    if input_ids.is_floating_point():
+        raise ValueError(f"input_ids must be integer token ids; got {input_ids.dtype}")
+    for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+        if tensor is not None and tensor.shape != input_ids.shape:
+            raise ValueError(
+                f"{name} must have the shape of input_ids {tuple(input_ids.shape)}; "
+                f"got {tuple(tensor.shape)}"
+            )
+
+
+class BertModel(nn.Module):
+    """The BERT encoder with its pooler. ``input_ids (B, T)`` -> :class:`EncoderOutput`.
+
+    ``pooler=False`` leaves the pooler out (``pooled`` is then ``None``), as the
+    masked-LM and token-classification models do.
+    """
+
+    def __init__(self, config: BertConfig, *, pooler: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.layers = nn.ModuleList(_layer(config) for _ in range(config.num_layers))
+        self.pooler = nn.Linear(config.d_model, config.d_model) if pooler else None
+        self.apply(lambda module: _init(module, config.init_std))
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        *,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> EncoderOutput:
+        """Encode ``input_ids (B, T)``.
+
+        Args:
+            attention_mask: ``(B, T)`` bool or 0/1, true at real tokens (default:
+                every token that is not ``pad_id``).
+            token_type_ids: ``(B, T)`` segment ids (default 0).
+            output_attentions: return per-layer weights ``(B, H, T, T)``.
+            output_hidden_states: return the embeddings and each layer's output.
+        """
+        _check_inputs(input_ids, attention_mask, token_type_ids)
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_id
+        mask = attention_mask.bool()[:, None, None, :]
+        x = self.embeddings(input_ids, token_type_ids)
+        hidden_states = [x] if output_hidden_states else None
+        attentions: list[Tensor] | None = [] if output_attentions else None
+        for layer in self.layers:
+            if attentions is not None:
+                x, weights = layer(x, mask, need_weights=True)
+                attentions.append(weights)
+            else:
+                x = layer(x, mask)
+            if hidden_states is not None:
+                hidden_states.append(x)
+        pooled = None if self.pooler is None else torch.tanh(self.pooler(x[:, 0]))
+        return EncoderOutput(x, pooled, hidden_states, attentions)
+
+
+def _layer(config: BertConfig) -> TransformerEncoderLayer:
+    attention = MultiHeadAttention(config.d_model, config.num_heads, config.attention_dropout)
+    return TransformerEncoderLayer(
+        config.d_model,
+        config.num_heads,
+        config.d_ff,
+        config.dropout,
+        config.activation,
+        norm_first=False,
+        layer_norm_eps=config.layer_norm_eps,
+        self_attention=attention,
+        # BERT drops out only the residual branch, not the hidden activations.
+        feed_forward=FeedForward(config.d_model, config.d_ff, 0.0, config.activation),
+    )
+
+
+def _init(module: nn.Module, std: float) -> None:
+    """BERT's initialisation: N(0, std) weights, zero biases, unit norms."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=std)
+        if module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class MaskedLMHead(nn.Module):
+    """``decoder(LayerNorm(gelu(dense(h)))) + bias``; the decoder is the word embedding matrix."""
+
+    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.d_model, config.d_model)
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.activation = ACTIVATIONS[config.activation][0]
+        self.decoder = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.decoder.weight = word_embeddings.weight
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """``(B, T, D)`` -> ``(B, T, V)``."""
+        h = self.norm(self.activation(self.dense(hidden)))
+        return self.decoder(h) + self.bias
+
+
+def _token_loss(logits: Tensor, labels: Tensor | None) -> Tensor | None:
+    """Mean cross-entropy over positions whose label is not ``-100``."""
+    if labels is None:
+        return None
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"labels must have shape {tuple(logits.shape[:-1])}; got {tuple(labels.shape)}"
+        )
+    return F.cross_entropy(
+        logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE_INDEX
+    )
+
+
+class _BertWithHead(nn.Module):
+    """A :class:`BertModel` (``self.bert``) plus a task head."""
+
+    uses_pooler = True
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, pooler=self.uses_pooler)
+
+
+class BertForMaskedLM(_BertWithHead):
+    """BERT with the masked-LM head: ``logits (B, T, V)``; loss where ``labels != -100``."""
+
+    uses_pooler = False
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
+        _init(self.mlm.dense, config.init_std)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, *, labels=None, **kwargs
+    ) -> ModelOutput:
+        encoded = self.bert(input_ids, attention_mask, **kwargs)
+        logits = self.mlm(encoded.last_hidden_state)
+        return ModelOutput(
+            logits, _token_loss(logits, labels), encoded.attentions, encoded.hidden_states
+        )
+
+
+class BertForPreTraining(BertForMaskedLM):
+    """Masked LM + next-sentence prediction; ``extra["nsp_logits"] (B, 2)``.
+
+    The loss is the MLM loss plus the NSP cross-entropy when both
+    ``labels`` and ``next_sentence_label (B,)`` are given (as in the paper).
+    """
+
+    uses_pooler = True
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.nsp = nn.Linear(config.d_model, 2)
+        _init(self.nsp, config.init_std)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        *,
+        labels: Tensor | None = None,
+        next_sentence_label: Tensor | None = None,
+        **kwargs,
+    ) -> ModelOutput:
+        encoded = self.bert(input_ids, attention_mask, **kwargs)
+        logits = self.mlm(encoded.last_hidden_state)
+        nsp_logits = self.nsp(encoded.pooled)
+        loss = _token_loss(logits, labels)
+        if loss is not None and next_sentence_label is not None:
+            loss = loss + F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1))
+        out = ModelOutput(logits, loss, encoded.attentions, encoded.hidden_states)
+        out.extra = {"nsp_logits": nsp_logits}
+        return out
+
+
+class BertForSequenceClassification(_BertWithHead):
+    """``dropout(pooled) -> Linear(D, num_labels)``: ``logits (B, num_labels)``.
+
+    Loss: cross-entropy over ``labels (B,)``, or mean squared error when
+    ``num_labels == 1`` (regression), as Hugging Face does.
+    """
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        dropout = config.dropout if config.classifier_dropout is None else config.classifier_dropout
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+        _init(self.classifier, config.init_std)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, *, labels=None, **kwargs
+    ) -> ModelOutput:
+        encoded = self.bert(input_ids, attention_mask, **kwargs)
+        logits = self.classifier(self.dropout(encoded.pooled))
+        loss = None
+        if labels is not None:
+            if self.config.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
+            else:
+                loss = F.cross_entropy(logits.float(), labels.view(-1))
+        return ModelOutput(logits, loss, encoded.attentions, encoded.hidden_states)
+
+
+class BertForTokenClassification(_BertWithHead):
+    """``dropout(h) -> Linear(D, num_labels)`` per token: ``logits (B, T, num_labels)``."""
+
+    uses_pooler = False
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        dropout = config.dropout if config.classifier_dropout is None else config.classifier_dropout
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+        _init(self.classifier, config.init_std)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, *, labels=None, **kwargs
+    ) -> ModelOutput:
+        encoded = self.bert(input_ids, attention_mask, **kwargs)
+        logits = self.classifier(self.dropout(encoded.last_hidden_state))
+        return ModelOutput(
+            logits, _token_loss(logits, labels), encoded.attentions, encoded.hidden_states
+        )
