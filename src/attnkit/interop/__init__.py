@@ -7,7 +7,7 @@ name and shape first. ``save_pretrained(model, path)`` writes the same format
 back, so that ``transformers`` loads it. ``load_pretrained_tokenizer(path)``
 reads the directory's ``tokenizer.json`` with the ``tokenizers`` library.
 
-Families (``model_type`` in ``config.json``): ``gpt2``, ``bert``.
+Families (``model_type`` in ``config.json``): ``gpt2``, ``bert``, ``t5``, ``vit``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from attnkit.interop import bert, gpt2
+from attnkit.interop import bert, gpt2, t5, vit
 from attnkit.interop._checkpoint import (
     CheckpointMismatchError,
     WeightSource,
@@ -39,7 +39,12 @@ __all__ = [
 ]
 
 # model_type in config.json -> converter module (build, weights_from_hf, fresh, handles, to_hf)
-FAMILIES: dict[str, ModuleType] = {gpt2.MODEL_TYPE: gpt2, bert.MODEL_TYPE: bert}
+FAMILIES: dict[str, ModuleType] = {
+    gpt2.MODEL_TYPE: gpt2,
+    bert.MODEL_TYPE: bert,
+    t5.MODEL_TYPE: t5,
+    vit.MODEL_TYPE: vit,
+}
 
 
 def _family(model_type: Any, origin: str) -> ModuleType:

@@ -144,6 +144,7 @@ def load_converted(
     may stay as initialised: their names are returned and logged.
     """
     expected = model.state_dict()
+    converted = _with_aliases(converted, expected)
     problems = []
     if source.missing:
         problems.append(f"missing keys in the checkpoint: {sorted(set(source.missing))}")
@@ -177,6 +178,23 @@ def load_converted(
     if ignored:
         logger.warning("%s: checkpoint weights not used by this model: %s", origin, ignored)
     return new_head
+
+
+def _with_aliases(
+    converted: Mapping[str, Tensor | None], expected: Mapping[str, Tensor]
+) -> dict[str, Tensor | None]:
+    """Give every state-dict name that shares storage with a converted one (tied
+    weights, a bias table shared by all layers) the same value."""
+    out = dict(converted)
+    by_storage: dict[tuple[int, tuple[int, ...]], list[str]] = {}
+    for name, tensor in expected.items():
+        by_storage.setdefault((tensor.data_ptr(), tuple(tensor.shape)), []).append(name)
+    for names in by_storage.values():
+        given = [out[name] for name in names if out.get(name) is not None]
+        if given:
+            for name in names:
+                out.setdefault(name, given[0])
+    return out
 
 
 def _is_known_buffer(name: str) -> bool:

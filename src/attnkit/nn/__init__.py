@@ -11,6 +11,7 @@ from attnkit.nn.layers import (
     DecoderCache,
     DecoderLayerCache,
     FeedForward,
+    PatchEmbedding,
     PositionwiseFeedForward,
     RMSNorm,
     TransformerDecoder,
@@ -23,6 +24,8 @@ from attnkit.nn.position import (
     LearnedPositionalEncoding,
     PositionalEncoding,
     RotaryEmbedding,
+    T5RelativePositionBias,
+    interpolate_grid_positions,
     sinusoidal_table,
 )
 
@@ -34,6 +37,7 @@ __all__ = [
     "KVCacheStack",
     "LearnedPositionalEncoding",
     "MultiHeadAttention",
+    "PatchEmbedding",
     "PositionalEncoding",
     "PositionwiseFeedForward",
     "QueryKeyTransform",
@@ -42,10 +46,12 @@ __all__ = [
     "ScaledDotProductAttention",
     "ScoreBias",
     "StaticKVCache",
+    "T5RelativePositionBias",
     "TransformerDecoder",
     "TransformerDecoderLayer",
     "TransformerEncoder",
     "TransformerEncoderLayer",
+    "interpolate_grid_positions",
     "make_norm",
     "sinusoidal_table",
 ]

@@ -55,6 +55,7 @@ class MultiHeadAttention(nn.Module):
         head_dim: per-head size (default ``D // H``).
         rotary: optional :class:`QueryKeyTransform` applied to projected q/k.
         score_bias: optional :class:`ScoreBias` added to the scores.
+        scale: score scale (default ``1 / sqrt(head_dim)``; T5 uses 1.0).
         backend: attention backend name passed to
             :func:`attnkit.functional.scaled_dot_product_attention`.
     """
@@ -72,6 +73,7 @@ class MultiHeadAttention(nn.Module):
         head_dim: int | None = None,
         rotary: nn.Module | None = None,
         score_bias: nn.Module | None = None,
+        scale: float | None = None,
         backend: str = "auto",
     ) -> None:
         super().__init__()
@@ -97,6 +99,7 @@ class MultiHeadAttention(nn.Module):
         self.vdim = vdim or d_model
         self.dropout = dropout
         self.backend = backend
+        self.scale = scale
         self.q_proj = nn.Linear(d_model, num_heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(self.kdim, num_kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(self.vdim, num_kv_heads * head_dim, bias=bias)
@@ -201,6 +204,7 @@ class MultiHeadAttention(nn.Module):
             attn_bias=attn_bias,
             is_causal="bottom_right" if is_causal else False,
             dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scale,
             need_weights=need_weights,
             backend=self.backend,
         )

@@ -10,11 +10,13 @@ from attnkit.nn.layers.blocks import (
 )
 from attnkit.nn.layers.feedforward import FeedForward, PositionwiseFeedForward
 from attnkit.nn.layers.norm import RMSNorm, make_norm
+from attnkit.nn.layers.patch_embedding import PatchEmbedding
 
 __all__ = [
     "DecoderCache",
     "DecoderLayerCache",
     "FeedForward",
+    "PatchEmbedding",
     "PositionwiseFeedForward",
     "RMSNorm",
     "TransformerDecoder",

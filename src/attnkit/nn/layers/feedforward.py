@@ -17,6 +17,7 @@ ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], bool]] = {
     "silu": (F.silu, False),
     "swiglu": (F.silu, True),
     "geglu": (F.gelu, True),
+    "geglu_tanh": (lambda x: F.gelu(x, approximate="tanh"), True),  # T5 v1.1 "gated-gelu"
 }
 
 
@@ -30,7 +31,7 @@ class FeedForward(nn.Module):
         d_ff: hidden width.
         dropout: dropout on the hidden activations (training only).
         activation: ``"relu"`` (the paper), ``"gelu"``, ``"gelu_tanh"``, ``"silu"``,
-            ``"swiglu"`` or ``"geglu"``.
+            ``"swiglu"``, ``"geglu"`` or ``"geglu_tanh"``.
         bias: learn biases in the linear layers.
     """
 

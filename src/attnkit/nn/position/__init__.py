@@ -1,14 +1,18 @@
 """Positional encodings."""
 
-from attnkit.nn.position.learned import LearnedPositionalEncoding
+from attnkit.nn.position.learned import LearnedPositionalEncoding, interpolate_grid_positions
 from attnkit.nn.position.rotary import RotaryEmbedding, apply_rotary, rotate_half
 from attnkit.nn.position.sinusoidal import PositionalEncoding, sinusoidal_table
+from attnkit.nn.position.t5_bias import T5RelativePositionBias, relative_position_bucket
 
 __all__ = [
     "LearnedPositionalEncoding",
     "PositionalEncoding",
     "RotaryEmbedding",
+    "T5RelativePositionBias",
     "apply_rotary",
+    "interpolate_grid_positions",
+    "relative_position_bucket",
     "rotate_half",
     "sinusoidal_table",
 ]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.nn.position._common import check_length
 
-__all__ = ["LearnedPositionalEncoding"]
+__all__ = ["LearnedPositionalEncoding", "interpolate_grid_positions"]
 
 
 class LearnedPositionalEncoding(nn.Module):
@@ -54,3 +55,24 @@ class LearnedPositionalEncoding(nn.Module):
                 f"{int(positions.min())}..{int(positions.max())}"
             )
         return positions
+
+
+def interpolate_grid_positions(
+    table: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]
+) -> Tensor:
+    """Resize learned 2-D patch positions ``(old_h * old_w, D)`` to ``(new_h * new_w, D)``.
+
+    The table is viewed as an image with ``D`` channels and resized bicubically
+    (as ViT fine-tuning at a higher resolution does); the same grid is
+    returned unchanged.
+    """
+    if old_grid == new_grid:
+        return table
+    if table.dim() != 2 or table.size(0) != old_grid[0] * old_grid[1]:
+        raise ValueError(
+            f"table must have shape ({old_grid[0] * old_grid[1]}, D) for a {old_grid} grid; "
+            f"got {tuple(table.shape)}"
+        )
+    image = table.T.reshape(1, table.size(1), *old_grid)
+    resized = F.interpolate(image.float(), size=new_grid, mode="bicubic", align_corners=False)
+    return resized.reshape(table.size(1), -1).T.to(table.dtype)

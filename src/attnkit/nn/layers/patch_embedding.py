@@ -1,0 +1,39 @@
+"""Image patches as tokens (Dosovitskiy et al. 2021): a strided convolution per patch."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+__all__ = ["PatchEmbedding"]
+
+
+class PatchEmbedding(nn.Module):
+    """Cut ``(B, C, H, W)`` images into ``P x P`` patches and project each to ``D``.
+
+    Returns ``(B, (H / P) * (W / P), D)`` tokens in row-major patch order; a
+    convolution with kernel and stride ``P`` is the same as flattening each
+    patch and applying one shared linear layer.
+    """
+
+    def __init__(self, patch_size: int, in_channels: int, d_model: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.in_channels = in_channels
+        self.projection = nn.Conv2d(in_channels, d_model, kernel_size=patch_size, stride=patch_size)
+
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        """Patches per column and row of an image of ``height x width`` pixels."""
+        return height // self.patch_size, width // self.patch_size
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.dim() != 4 or images.size(1) != self.in_channels:
+            raise ValueError(
+                f"images must have shape (B, {self.in_channels}, H, W); got {tuple(images.shape)}"
+            )
+        height, width = images.shape[-2:]
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"image size {height}x{width} must be a multiple of the patch size "
+                f"{self.patch_size}"
+            )
+        return self.projection(images).flatten(2).transpose(1, 2)
