@@ -5,7 +5,8 @@ attnkit demo                               the main job (reversal + number-words
 attnkit train CONFIG.yaml [key=value ...]  train a recipe (--resume continues the run)
 attnkit evaluate --checkpoint RUN_DIR      BLEU/chrF of a trained run on a split
 attnkit translate --checkpoint RUN_DIR     stdin -> stdout, one sentence per line
-attnkit generate --checkpoint RUN_DIR      like translate, with sampling options
+attnkit generate --checkpoint RUN_DIR      sample: continue stdin lines (GPT runs) or
+                                           translate them (translation runs)
 attnkit bench attention|train              benchmarks
 ```
 """
@@ -33,11 +34,10 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from attnkit.recipes import load_recipe
-    from attnkit.recipes.translation import train_translation
+    from attnkit.recipes import load_recipe, run_recipe
 
     recipe = load_recipe(args.config, args.overrides)
-    results = train_translation(recipe, resume=args.resume)
+    results = run_recipe(recipe, resume=args.resume)
     summary = results.get("summary", {})
     print(f"stopped: {summary.get('message', summary.get('stop_reason'))}")
     return 130 if summary.get("stop_reason") == "signal" else 0
@@ -73,11 +73,41 @@ def _translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_task(run_dir: str) -> str | None:
+    """The ``task`` of a run directory's recipe (``None`` if it has none)."""
+    from pathlib import Path
+
+    import yaml
+
+    recipe_file = Path(run_dir) / "recipe.yaml"
+    if not recipe_file.is_file():
+        return None
+    return (yaml.safe_load(recipe_file.read_text()) or {}).get("task")
+
+
+def _generate_text(args: argparse.Namespace) -> int:
+    """Continue each stdin line (an empty line: from scratch) with a trained GPT."""
+    from attnkit.recipes.language_model import generate_text, load_language_model
+
+    model, tokenizer, recipe = load_language_model(args.checkpoint, which=args.which)
+    settings = recipe.sample
+    settings.max_new_tokens = args.max_new_tokens
+    settings.temperature = args.temperature
+    settings.top_k = args.top_k
+    settings.seed = args.seed
+    for line in sys.stdin:
+        settings.prompt = line.rstrip("\n") or "\n"
+        print(generate_text(model, tokenizer, settings))
+    return 0
+
+
 def _generate(args: argparse.Namespace) -> int:
     import torch
 
     from attnkit.generation import sample
 
+    if _run_task(args.checkpoint) == "language_model":
+        return _generate_text(args)
     translator = _translator(args)
     tokenizer, model = translator.tokenizer, translator.model
     generator = torch.Generator().manual_seed(args.seed)

@@ -8,16 +8,30 @@ key, what was expected and what came.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from attnkit.recipes.language_model import LanguageModelRecipe, train_language_model
 from attnkit.recipes.schema import ConfigError, apply_overrides, from_dict, load_yaml
-from attnkit.recipes.translation import TranslationRecipe
+from attnkit.recipes.translation import TranslationRecipe, train_translation
 
-__all__ = ["RECIPES", "ConfigError", "load_recipe"]
+__all__ = ["RECIPES", "TRAINERS", "ConfigError", "load_recipe", "run_recipe"]
 
-RECIPES = {"translation": TranslationRecipe}
+RECIPES: dict[str, type] = {
+    "translation": TranslationRecipe,
+    "language_model": LanguageModelRecipe,
+}
+TRAINERS = {
+    "translation": train_translation,
+    "language_model": train_language_model,
+}
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> TranslationRecipe:
+def run_recipe(recipe: Any, *, resume: bool = False) -> dict[str, Any]:
+    """Train (and evaluate) a loaded recipe with its task's function."""
+    return TRAINERS[recipe.task](recipe, resume=resume)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Any:
     """Read ``path``, apply overrides and validate it into its task's recipe dataclass."""
     data = apply_overrides(load_yaml(path), list(overrides or []))
     task = data.get("task")

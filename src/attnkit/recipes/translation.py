@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ from attnkit.generation import beam_search, greedy_decode
 from attnkit.metrics import corpus_bleu, corpus_chrf
 from attnkit.models import Transformer, TransformerConfig
 from attnkit.recipes.schema import ConfigError, from_dict, to_dict
-from attnkit.train import Callback, TrainConfig, Trainer, load_model_weights, seq2seq_loss
+from attnkit.train import TimeLimit, TrainConfig, Trainer, load_model_weights, seq2seq_loss
 from attnkit.train.checkpoint import list_checkpoints
 
 __all__ = [
@@ -280,21 +279,6 @@ def _validation_fn(recipe: TranslationRecipe, tokenizer: TextTokenizer, corpora:
         return {"valid_bleu": scores["bleu"], "valid_chrf": scores["chrf"]}
 
     return evaluate
-
-
-class TimeLimit(Callback):
-    """Stop the run once ``minutes`` of wall time have passed since ``fit`` started."""
-
-    def __init__(self, minutes: float) -> None:
-        self.seconds = minutes * 60.0
-        self.start = 0.0
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        self.start = time.monotonic()
-
-    def on_step_end(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        if time.monotonic() - self.start >= self.seconds:
-            trainer.request_stop(f"time limit of {self.seconds / 60:g} minutes")
 
 
 def _prepare_run(recipe: TranslationRecipe, corpora: Corpora, resume: bool) -> TextTokenizer:

@@ -11,7 +11,7 @@ Typical use::
                       evaluate_fn=evaluate).fit(resume=True)
 """
 
-from attnkit.train.callbacks import Callback
+from attnkit.train.callbacks import Callback, TimeLimit
 from attnkit.train.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -74,6 +74,7 @@ __all__ = [
     "LossOutput",
     "MetricsLogger",
     "ShardedBatchSource",
+    "TimeLimit",
     "TrainConfig",
     "TrainSummary",
     "Trainer",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from attnkit.train.trainer import Trainer, TrainSummary
 
-__all__ = ["Callback"]
+__all__ = ["Callback", "TimeLimit"]
 
 
 class Callback:
@@ -30,3 +31,19 @@ class Callback:
 
     def on_fit_end(self, trainer: Trainer, summary: TrainSummary) -> None:
         """After the run ended, with its summary."""
+
+
+class TimeLimit(Callback):
+    """Stop the run (after the current step) once ``minutes`` of wall time have passed
+    since ``fit`` started, periodic evaluation included."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = minutes * 60.0
+        self.start = 0.0
+
+    def on_fit_start(self, trainer: Any) -> None:
+        self.start = time.monotonic()
+
+    def on_step_end(self, trainer: Any, metrics: dict[str, Any]) -> None:
+        if time.monotonic() - self.start >= self.seconds:
+            trainer.request_stop(f"time limit of {self.seconds / 60:g} minutes")

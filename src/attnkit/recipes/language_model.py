@@ -1,0 +1,251 @@
+"""Language modelling with GPT on a text file (tiny-shakespeare, char-level), from one YAML recipe.
+
+As nanoGPT's ``shakespeare_char``: the first ``train_fraction`` of the
+characters train, the rest validate; batches are random ``block_size``
+windows from a memory-mapped token stream. Validation loss is the mean
+cross-entropy (nats per token) over ``eval_batches`` fixed windows. The run
+directory holds:
+
+```
+runs/NAME/recipe.yaml, tokenizer.json, train.bin, val.bin (token streams)
+runs/NAME/checkpoints/  runs/NAME/metrics.jsonl  runs/NAME/loss.png
+runs/NAME/results.json  best val loss, bits per character, wall time, a sample
+```
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+import yaml
+
+from attnkit.data import CharTokenizer, LMWindowSource, TextTokenizer, TokenStream, data_root
+from attnkit.data.batching import LMBatch
+from attnkit.data.tokenizers import load_tokenizer
+from attnkit.generation import sample
+from attnkit.models import GPT, GPTConfig
+from attnkit.recipes.schema import ConfigError, from_dict, to_dict
+from attnkit.train import LossOutput, TimeLimit, TrainConfig, Trainer, load_model_weights
+
+__all__ = [
+    "LanguageModelData",
+    "LanguageModelRecipe",
+    "SampleSettings",
+    "load_language_model",
+    "train_language_model",
+]
+
+
+@dataclass
+class LanguageModelData:
+    """The text, its split and the windows drawn from it.
+
+    ``corpus`` is a text file under the data root (``$ATTNKIT_DATA``, default
+    ``../shared/data``) unless ``root`` is given.
+    """
+
+    corpus: str = "tinyshakespeare/input.txt"
+    root: str | None = None
+    tokenizer: Literal["char"] = "char"
+    train_fraction: float = 0.9
+    block_size: int = 64
+    batch_size: int = 12
+    limit_chars: int | None = None
+
+
+@dataclass
+class SampleSettings:
+    """Text generated at the end of training (and by ``attnkit generate``)."""
+
+    prompt: str = "\n"
+    max_new_tokens: int = 300
+    temperature: float = 0.8
+    top_k: int | None = 200
+    seed: int = 0
+
+
+@dataclass
+class LanguageModelRecipe:
+    """A GPT language-modelling experiment: data, model, training, evaluation, sampling.
+
+    ``model`` holds :class:`attnkit.models.GPTConfig` fields (``vocab_size`` comes
+    from the tokenizer; ``max_len`` defaults to ``block_size``).
+    """
+
+    name: str = "language_model"
+    task: Literal["language_model"] = "language_model"
+    output_dir: str | None = None
+    data: LanguageModelData = field(default_factory=LanguageModelData)
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=2000))
+    eval_batches: int = 200
+    max_minutes: float | None = None
+    sample: SampleSettings = field(default_factory=SampleSettings)
+
+    def __post_init__(self) -> None:
+        if "vocab_size" in self.model:
+            raise ConfigError("model.vocab_size is set from the tokenizer; remove it")
+        from_dict(GPTConfig, {**self.model, "vocab_size": 1}, prefix="model")
+        if not 0.0 < self.data.train_fraction < 1.0:
+            raise ConfigError(
+                f"data.train_fraction must be in (0, 1); got {self.data.train_fraction}"
+            )
+        self.output_dir = self.output_dir or f"runs/{self.name}"
+        self.train.output_dir = self.output_dir
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LanguageModelRecipe:
+        return from_dict(cls, data)
+
+    def to_dict(self) -> dict:
+        data = to_dict(self)
+        data["train"] = self.train.to_dict()
+        return data
+
+
+def read_corpus(data: LanguageModelData) -> str:
+    """The corpus text (its first ``limit_chars`` characters when set)."""
+    path = (Path(data.root) if data.root else data_root()) / data.corpus
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: corpus not found (set ATTNKIT_DATA or data.root)")
+    text = path.read_text(encoding="utf-8")
+    if data.limit_chars is not None:
+        text = text[: data.limit_chars]
+    if len(text) < 2 * (data.block_size + 1):
+        raise ValueError(f"{path}: {len(text)} characters are too few for block_size")
+    return text
+
+
+def build_model(recipe: LanguageModelRecipe, tokenizer: TextTokenizer) -> GPT:
+    options = {"max_len": recipe.data.block_size, **recipe.model}
+    return GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **options))
+
+
+def lm_loss(model: torch.nn.Module, batch: LMBatch) -> LossOutput:
+    """Summed next-token cross-entropy of ``batch.y`` given ``batch.x``."""
+    logits = model(batch.x).logits
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.y.flatten(), reduction="sum")
+    return LossOutput(loss, batch.y.numel())
+
+
+def _validation_fn(recipe: LanguageModelRecipe, stream: TokenStream):
+    """Mean validation loss over ``eval_batches`` windows, the same ones at every evaluation."""
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        generator = torch.Generator().manual_seed(1234)
+        device = next(model.parameters()).device
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for _ in range(recipe.eval_batches):
+                x, y = stream.random_windows(
+                    recipe.data.batch_size, recipe.data.block_size, generator
+                )
+                batch = LMBatch(x.to(device), y.to(device))
+                out = lm_loss(model, batch)
+                total += float(out.loss_sum)
+                count += out.num_tokens
+        loss = total / count
+        return {"val_loss": loss, "val_bpc": loss / math.log(2)}
+
+    return evaluate
+
+
+def _prepare_run(recipe: LanguageModelRecipe, text: str, resume: bool):
+    """Tokenizer and the train/val token streams, written into the run directory."""
+    out = Path(recipe.output_dir)  # type: ignore[arg-type]
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer_file = out / "tokenizer.json"
+    if resume and tokenizer_file.is_file():
+        tokenizer = load_tokenizer(tokenizer_file)
+    else:
+        tokenizer = CharTokenizer.train([text])
+        tokenizer.save(tokenizer_file)
+    ids = tokenizer.encode(text)
+    cut = int(len(ids) * recipe.data.train_fraction)
+    train = TokenStream.build(ids[:cut], out / "train.bin")
+    val = TokenStream.build(ids[cut:], out / "val.bin")
+    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    return tokenizer, train, val
+
+
+def generate_text(model: GPT, tokenizer: TextTokenizer, settings: SampleSettings) -> str:
+    """Sample a continuation of ``settings.prompt`` (KV-cached, seeded)."""
+    prompt_ids = tokenizer.encode(settings.prompt) or [tokenizer.unk_id]
+    room = model.config.max_len - len(prompt_ids)
+    if room < 1:
+        raise ValueError(f"prompt of {len(prompt_ids)} tokens leaves no room in max_len")
+    device = next(model.parameters()).device
+    prompt = torch.tensor([prompt_ids], device=device)
+    new = sample(
+        model,
+        prompt,
+        max_new_tokens=min(settings.max_new_tokens, room),
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        generator=torch.Generator(device=device).manual_seed(settings.seed),
+    )
+    return settings.prompt + tokenizer.decode(new[0].tolist())
+
+
+def train_language_model(recipe: LanguageModelRecipe, *, resume: bool = False) -> dict[str, Any]:
+    """Train GPT on the corpus, select on validation loss, report it with a sample."""
+    started = time.monotonic()
+    text = read_corpus(recipe.data)
+    tokenizer, train_stream, val_stream = _prepare_run(recipe, text, resume)
+    model = build_model(recipe, tokenizer)
+    source = LMWindowSource(
+        train_stream,
+        recipe.data.batch_size,
+        recipe.data.block_size,
+        seed=recipe.train.seed or 0,
+        steps_per_epoch=recipe.train.max_steps or 1000,
+    )
+    trainer = Trainer(
+        model,
+        lm_loss,
+        source,
+        recipe.train,
+        evaluate_fn=_validation_fn(recipe, val_stream),
+        callbacks=[TimeLimit(recipe.max_minutes)] if recipe.max_minutes else [],
+    )
+    summary = trainer.fit(resume=resume)
+    if not trainer.is_main or summary.stop_reason == "signal":
+        return {"summary": summary.to_dict()}
+    model = load_language_model(recipe.output_dir, model=model)[0]  # type: ignore[arg-type]
+    scores = _validation_fn(recipe, val_stream)(model)
+    results = {
+        "val_loss": scores["val_loss"],
+        "val_bpc": scores["val_bpc"],
+        "train_wall_s": summary.elapsed_s,
+        "total_wall_s": time.monotonic() - started,
+        "summary": summary.to_dict(),
+        "sample": generate_text(model, tokenizer, recipe.sample),
+    }
+    out = Path(recipe.output_dir)  # type: ignore[arg-type]
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"val loss {scores['val_loss']:.4f} nats/char ({scores['val_bpc']:.4f} bits/char)")
+    print(results["sample"])
+    return results
+
+
+def load_language_model(
+    run_dir: str | Path, *, which: str | None = None, model: GPT | None = None
+) -> tuple[GPT, TextTokenizer, LanguageModelRecipe]:
+    """The GPT of a run directory with its best (else latest) weights, tokenizer and recipe."""
+    run_dir = Path(run_dir)
+    recipe_file = run_dir / "recipe.yaml"
+    if not recipe_file.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: {recipe_file} is missing")
+    recipe = LanguageModelRecipe.from_dict(yaml.safe_load(recipe_file.read_text()))
+    tokenizer = load_tokenizer(run_dir / "tokenizer.json")
+    model = model if model is not None else build_model(recipe, tokenizer)
+    best = (run_dir / "checkpoints" / "best").is_dir()
+    load_model_weights(model, run_dir, which or ("best" if best else "latest"))
+    return model.eval(), tokenizer, recipe
