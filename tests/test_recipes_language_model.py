@@ -49,7 +49,7 @@ def test_train_learns_resumes_and_generates(tmp_path, monkeypatch, capsys):
 
 
 def test_config_errors_are_named(tmp_path):
-    with pytest.raises(ConfigError, match="model.vocab_size is set from the tokenizer"):
+    with pytest.raises(ConfigError, match=r"model\.vocab_size is set from the tokenizer"):
         load_recipe(CONFIG, ["model.vocab_size=10"])
     with pytest.raises(ConfigError, match=r"data.train_fraction must be in \(0, 1\); got 1.5"):
         load_recipe(CONFIG, ["data.train_fraction=1.5"])

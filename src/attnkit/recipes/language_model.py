@@ -48,7 +48,8 @@ class LanguageModelData:
     """The text, its split and the windows drawn from it.
 
     ``corpus`` is a text file under the data root (``$ATTNKIT_DATA``, default
-    ``../shared/data``) unless ``root`` is given.
+    ``../shared/data``) unless ``root`` is given. Windows are random; an
+    "epoch" is ``steps_per_epoch`` batches (it only numbers the data position).
     """
 
     corpus: str = "tinyshakespeare/input.txt"
@@ -57,6 +58,7 @@ class LanguageModelData:
     train_fraction: float = 0.9
     block_size: int = 64
     batch_size: int = 12
+    steps_per_epoch: int = 1000
     limit_chars: int | None = None
 
 
@@ -205,7 +207,7 @@ def train_language_model(recipe: LanguageModelRecipe, *, resume: bool = False) -
         recipe.data.batch_size,
         recipe.data.block_size,
         seed=recipe.train.seed or 0,
-        steps_per_epoch=recipe.train.max_steps or 1000,
+        steps_per_epoch=recipe.data.steps_per_epoch,
     )
     trainer = Trainer(
         model,
