@@ -7,6 +7,7 @@ from attnkit.functional.attention import (
     scaled_dot_product_attention,
 )
 from attnkit.functional.chunked import chunked_attention
+from attnkit.functional.dropout import dropout
 from attnkit.functional.masks import (
     combine_masks,
     create_causal_mask,
@@ -25,6 +26,7 @@ __all__ = [
     "create_causal_mask",
     "create_padding_mask",
     "create_sliding_window_mask",
+    "dropout",
     "from_torch_mha_masks",
     "mask_to_additive",
     "positions_from_mask",

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.models.outputs import ModelOutput
-from attnkit.nn import FeedForward, MultiHeadAttention, TransformerEncoderLayer
+from attnkit.nn import Dropout, FeedForward, MultiHeadAttention, TransformerEncoderLayer
 from attnkit.nn.layers.feedforward import ACTIVATIONS
 
 __all__ = [
@@ -113,7 +113,7 @@ class BertEmbeddings(nn.Module):
         self.position = nn.Embedding(config.max_len, config.d_model)
         self.token_type = nn.Embedding(config.type_vocab_size, config.d_model)
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         length = input_ids.size(1)
@@ -333,7 +333,7 @@ class BertForSequenceClassification(_BertWithHead):
     def __init__(self, config: BertConfig) -> None:
         super().__init__(config)
         dropout = config.dropout if config.classifier_dropout is None else config.classifier_dropout
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(config.d_model, config.num_labels)
         _init(self.classifier, config.init_std)
 
@@ -359,7 +359,7 @@ class BertForTokenClassification(_BertWithHead):
     def __init__(self, config: BertConfig) -> None:
         super().__init__(config)
         dropout = config.dropout if config.classifier_dropout is None else config.classifier_dropout
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.classifier = nn.Linear(config.d_model, config.num_labels)
         _init(self.classifier, config.init_std)
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from attnkit.functional import positions_from_mask
 from attnkit.models.outputs import ModelOutput
 from attnkit.nn import (
+    Dropout,
     KVCacheStack,
     LearnedPositionalEncoding,
     MultiHeadAttention,
@@ -134,7 +135,7 @@ class GPT(nn.Module):
             if config.positional == "learned"
             else None
         )
-        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.embedding_dropout = Dropout(config.dropout)
         rotary = (
             RotaryEmbedding(
                 config.head_dim,

@@ -30,6 +30,7 @@ from attnkit.functional import create_padding_mask
 from attnkit.models.outputs import ModelOutput
 from attnkit.nn import (
     DecoderCache,
+    Dropout,
     FeedForward,
     MultiHeadAttention,
     RMSNorm,
@@ -180,7 +181,7 @@ class T5(nn.Module):
             [self._decoder_layer() for _ in range(config.decoder_layers)],
             norm=RMSNorm(config.d_model, config.layer_norm_eps),
         )
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.reset_parameters()
         if config.tie_embeddings:

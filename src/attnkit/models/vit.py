@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from attnkit.models.outputs import ModelOutput
 from attnkit.nn import (
+    Dropout,
     MultiHeadAttention,
     PatchEmbedding,
     TransformerEncoderLayer,
@@ -88,7 +89,7 @@ class ViT(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.d_model))
         num_positions = config.grid[0] * config.grid[1] + 1
         self.position_embeddings = nn.Parameter(torch.zeros(1, num_positions, config.d_model))
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.layers = nn.ModuleList(_layer(config) for _ in range(config.num_layers))
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.classifier = nn.Linear(config.d_model, config.num_labels)

@@ -10,6 +10,7 @@ from attnkit.nn.kv_cache import KVCache, KVCacheStack, StaticKVCache
 from attnkit.nn.layers import (
     DecoderCache,
     DecoderLayerCache,
+    Dropout,
     FeedForward,
     PatchEmbedding,
     PositionwiseFeedForward,
@@ -32,6 +33,7 @@ from attnkit.nn.position import (
 __all__ = [
     "DecoderCache",
     "DecoderLayerCache",
+    "Dropout",
     "FeedForward",
     "KVCache",
     "KVCacheStack",

@@ -10,8 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from attnkit.recipes.image_classification import (
+    ImageClassificationRecipe,
+    train_image_classification,
+)
 from attnkit.recipes.language_model import LanguageModelRecipe, train_language_model
 from attnkit.recipes.schema import ConfigError, apply_overrides, from_dict, load_yaml
+from attnkit.recipes.text_classification import (
+    TextClassificationRecipe,
+    train_text_classification,
+)
 from attnkit.recipes.translation import TranslationRecipe, train_translation
 
 __all__ = ["RECIPES", "TRAINERS", "ConfigError", "load_recipe", "run_recipe"]
@@ -19,10 +27,14 @@ __all__ = ["RECIPES", "TRAINERS", "ConfigError", "load_recipe", "run_recipe"]
 RECIPES: dict[str, type] = {
     "translation": TranslationRecipe,
     "language_model": LanguageModelRecipe,
+    "image_classification": ImageClassificationRecipe,
+    "text_classification": TextClassificationRecipe,
 }
 TRAINERS = {
     "translation": train_translation,
     "language_model": train_language_model,
+    "image_classification": train_image_classification,
+    "text_classification": train_text_classification,
 }
 
 

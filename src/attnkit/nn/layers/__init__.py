@@ -8,6 +8,7 @@ from attnkit.nn.layers.blocks import (
     TransformerEncoder,
     TransformerEncoderLayer,
 )
+from attnkit.nn.layers.dropout import Dropout
 from attnkit.nn.layers.feedforward import FeedForward, PositionwiseFeedForward
 from attnkit.nn.layers.norm import RMSNorm, make_norm
 from attnkit.nn.layers.patch_embedding import PatchEmbedding
@@ -15,6 +16,7 @@ from attnkit.nn.layers.patch_embedding import PatchEmbedding
 __all__ = [
     "DecoderCache",
     "DecoderLayerCache",
+    "Dropout",
     "FeedForward",
     "PatchEmbedding",
     "PositionwiseFeedForward",

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from attnkit.nn.attention import MultiHeadAttention
 from attnkit.nn.kv_cache import KVCache, StaticKVCache
+from attnkit.nn.layers.dropout import Dropout
 from attnkit.nn.layers.feedforward import FeedForward
 from attnkit.nn.layers.norm import make_norm
 
@@ -38,7 +39,7 @@ class _Residual(nn.Module):
     def __init__(self, norm: nn.Module, dropout: float, norm_first: bool) -> None:
         super().__init__()
         self.norm = norm
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.norm_first = norm_first
 
     def pre(self, x: Tensor) -> Tensor:

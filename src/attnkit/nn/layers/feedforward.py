@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnkit.nn.layers.dropout import Dropout
+
 __all__ = ["ACTIVATIONS", "FeedForward", "PositionwiseFeedForward"]
 
 ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], bool]] = {
@@ -51,7 +53,7 @@ class FeedForward(nn.Module):
         self.activation, gated = ACTIVATIONS[activation]
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
         self.gate = nn.Linear(d_model, d_ff, bias=bias) if gated else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:

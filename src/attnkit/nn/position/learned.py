@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnkit.nn.layers.dropout import Dropout
 from attnkit.nn.position._common import check_length
 
 __all__ = ["LearnedPositionalEncoding", "interpolate_grid_positions"]
@@ -19,7 +20,7 @@ class LearnedPositionalEncoding(nn.Module):
         self.d_model = d_model
         self.max_len = max_len
         self.embedding = nn.Embedding(max_len, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         nn.init.normal_(self.embedding.weight, std=0.02)
 
     def get_positional_encoding(self, seq_len: int, offset: int = 0) -> Tensor:

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from attnkit.nn.layers.dropout import Dropout
 from attnkit.nn.position._common import check_length
 
 __all__ = ["PositionalEncoding", "sinusoidal_table"]
@@ -38,7 +39,7 @@ class PositionalEncoding(nn.Module):
         super().__init__()
         self.d_model = d_model
         self.max_len = max_len
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.register_buffer("pe", sinusoidal_table(max_len, d_model), persistent=False)
 
     def get_positional_encoding(self, seq_len: int, offset: int = 0) -> Tensor:

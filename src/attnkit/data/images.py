@@ -1,0 +1,197 @@
+"""Image classification data: IDX files (MNIST / Fashion-MNIST) and resumable image batches.
+
+The IDX format (LeCun et al.) is a big-endian header — two zero bytes, a type
+code (``0x08`` = unsigned byte), the number of dimensions — then one 32-bit
+size per dimension and the raw values. Fashion-MNIST ships four of them,
+gzipped; they are read from ``$ATTNKIT_DATA/fashion-mnist`` or, where Debian's
+``dataset-fashion-mnist`` package is installed, from
+``/usr/share/datasets/fashion-mnist``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from attnkit.data.datasets import data_root
+from attnkit.data.resumable import ResumableBatches, epoch_rng, fingerprint, shard_round_robin
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "ImageBatch",
+    "ImageBatcher",
+    "fashion_mnist_dir",
+    "load_fashion_mnist",
+    "read_idx",
+]
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """The unsigned-byte array stored in an IDX file (``.gz`` or plain)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path}: not an IDX file (the first two bytes must be zero)")
+    if data[2] != 0x08:
+        raise ValueError(f"{path}: IDX type code {data[2]:#04x}; only 0x08 (ubyte) is supported")
+    dims = data[3]
+    header = 4 + 4 * dims
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    expected = int(np.prod(shape)) if shape else 0
+    if len(data) - header != expected:
+        raise ValueError(
+            f"{path}: header says shape {shape} ({expected} values), file holds "
+            f"{len(data) - header}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def fashion_mnist_dir(root: str | os.PathLike | None = None) -> Path:
+    """Where the Fashion-MNIST files are: ``root`` or the data root, else Debian's copy."""
+    candidates = [Path(root) if root else data_root() / "fashion-mnist", SYSTEM_FASHION_MNIST]
+    for candidate in candidates:
+        if (candidate / f"{_FILES['train'][0]}.gz").is_file() or (
+            candidate / _FILES["train"][0]
+        ).is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"Fashion-MNIST not found in {[str(c) for c in candidates]} (expected "
+        f"{_FILES['train'][0]}.gz and friends)"
+    )
+
+
+def _idx_file(directory: Path, stem: str) -> Path:
+    gz = directory / f"{stem}.gz"
+    return gz if gz.is_file() else directory / stem
+
+
+def load_fashion_mnist(split: str, root: str | os.PathLike | None = None) -> tuple[Tensor, Tensor]:
+    """``(images (N, 1, 28, 28) uint8, labels (N,) int64)`` of ``split`` (``train``/``test``)."""
+    if split not in _FILES:
+        raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
+    directory = fashion_mnist_dir(root)
+    image_stem, label_stem = _FILES[split]
+    images = read_idx(_idx_file(directory, image_stem))
+    labels = read_idx(_idx_file(directory, label_stem))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(
+            f"{directory}: {split} images {images.shape} and labels {labels.shape} do not match"
+        )
+    return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+@dataclass
+class ImageBatch:
+    """``pixel_values (B, C, H, W)`` float, ``labels (B,)``."""
+
+    pixel_values: Tensor
+    labels: Tensor
+
+    def to(self, device: torch.device | str, *, non_blocking: bool = False) -> ImageBatch:
+        return ImageBatch(
+            self.pixel_values.to(device, non_blocking=non_blocking),
+            self.labels.to(device, non_blocking=non_blocking),
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        """Images in the batch (what the loss averages over)."""
+        return self.labels.numel()
+
+
+class ImageBatcher(ResumableBatches[list[int], ImageBatch]):
+    """Shuffled image batches, normalised, optionally augmented; resumable and shardable.
+
+    Args:
+        images: ``(N, C, H, W)`` uint8; ``labels``: ``(N,)``.
+        batch_size: images per batch; ``seed``/``shuffle`` as for the other batchers.
+        mean, std: normalisation of ``pixel / 255``.
+        augment: random shifts by up to ``pad`` pixels (zero-padded crop) and
+            horizontal flips, drawn from ``(seed, epoch, position)`` so a resumed
+            run sees the same batches.
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        *,
+        seed: int,
+        shuffle: bool = True,
+        mean: float = 0.0,
+        std: float = 1.0,
+        augment: bool = False,
+        pad: int = 2,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(seed=seed, rank=rank, world_size=world_size)
+        if images.dim() != 4 or labels.shape != images.shape[:1]:
+            raise ValueError(
+                f"images must be (N, C, H, W) with labels (N,); got {tuple(images.shape)} and "
+                f"{tuple(labels.shape)}"
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.mean, self.std = mean, std
+        self.augment, self.pad = augment, pad
+
+    def _fingerprint(self) -> str:
+        settings = (len(self.images), self.batch_size, self.shuffle, self.augment, self.pad)
+        return fingerprint(settings)
+
+    def _plan(self, epoch: int) -> Sequence[list[int]]:
+        n = len(self.images)
+        order = epoch_rng(self.seed, epoch).permutation(n) if self.shuffle else np.arange(n)
+        batches = [order[i : i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
+        return shard_round_robin(batches, self.rank, self.world_size)
+
+    def _build(self, item: list[int], epoch: int, position: int) -> ImageBatch:
+        pixels = self.images[item].float().div_(255.0)
+        if self.augment:
+            pixels = self._augment(pixels, epoch_rng(self.seed, epoch, position, self.rank))
+        pixels = (pixels - self.mean) / self.std
+        return ImageBatch(pixels, self.labels[item])
+
+    def _augment(self, pixels: Tensor, rng: np.random.Generator) -> Tensor:
+        """Random shift (pad + crop) and horizontal flip per image."""
+        n, _, height, width = pixels.shape
+        padded = torch.nn.functional.pad(pixels, (self.pad,) * 4)
+        dy = rng.integers(0, 2 * self.pad + 1, n)
+        dx = rng.integers(0, 2 * self.pad + 1, n)
+        flips = rng.random(n) < 0.5
+        out = torch.empty_like(pixels)
+        for i in range(n):
+            crop = padded[i, :, dy[i] : dy[i] + height, dx[i] : dx[i] + width]
+            out[i] = crop.flip(-1) if flips[i] else crop
+        return out

