@@ -79,3 +79,43 @@ def test_bad_config_keys_and_values_are_reported(tmp_path, capsys):
 def test_missing_run_directory_is_reported(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(tmp_path)]) == 2
     assert "is not a translation run" in capsys.readouterr().err
+
+
+T5_CONFIG = CONFIG.with_name("multi30k_t5_de_en.yaml")
+T5_TINY = [
+    *[option for option in TINY if not option.startswith("model.")],
+    "model.d_model=32",
+    "model.d_kv=16",
+    "model.num_heads=2",
+    "model.num_layers=1",
+    "model.d_ff=64",
+]
+
+
+@pytest.mark.slow
+def test_t5_recipe_trains_and_translates_with_its_task_prefix(tmp_path, monkeypatch, capsys):
+    from attnkit.models import T5
+    from attnkit.recipes.translation import load_translator
+
+    run = tmp_path / "t5"
+    assert main(["train", str(T5_CONFIG), f"output_dir={run}", *T5_TINY, "train.max_steps=6"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["summary"]["steps"] == 6 and 0.0 <= results["test"]["bleu"] <= 100.0
+    translator = load_translator(run)
+    assert isinstance(translator.model, T5)
+    assert translator.source_prefix == "translate German to English: "
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("Ein Hund läuft.\n"))
+    assert main(["translate", "--checkpoint", str(run), "--beam-size", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_t5_recipe_config_errors_are_named():
+    from attnkit.recipes import ConfigError, load_recipe
+
+    with pytest.raises(ConfigError, match=r"model\.vocab_size is set from the tokenizer"):
+        load_recipe(T5_CONFIG, ["model.vocab_size=100"])
+    with pytest.raises(ConfigError, match="model.architecture must be one of"):
+        load_recipe(T5_CONFIG, ["model.architecture=rnn"])
+    with pytest.raises(ConfigError, match="activation must be .relu., .gelu."):
+        load_recipe(T5_CONFIG, ["model.activation=swish"])

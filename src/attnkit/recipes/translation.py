@@ -41,7 +41,7 @@ from attnkit.data import (
 from attnkit.data.number_words import NumberWordsTask
 from attnkit.generation import beam_search, greedy_decode
 from attnkit.metrics import corpus_bleu, corpus_chrf
-from attnkit.models import Transformer, TransformerConfig
+from attnkit.models import T5, T5Config, Transformer, TransformerConfig
 from attnkit.recipes.schema import ConfigError, from_dict, to_dict
 from attnkit.train import TimeLimit, TrainConfig, Trainer, load_model_weights, seq2seq_loss
 from attnkit.train.checkpoint import list_checkpoints
@@ -57,6 +57,12 @@ __all__ = [
 ]
 
 _VOCAB_PLACEHOLDER = 1_000_000  # vocab sizes come from the tokenizer
+ARCHITECTURES: dict[str, type] = {"transformer": TransformerConfig, "t5": T5Config}
+# Config fields filled in from the tokenizer, per architecture.
+_TOKENIZER_FIELDS = {
+    "transformer": ("src_vocab_size", "tgt_vocab_size", "pad_id"),
+    "t5": ("vocab_size", "pad_id", "eos_id", "decoder_start_id"),
+}
 
 
 @dataclass
@@ -66,6 +72,8 @@ class TranslationData:
     ``corpus: files`` reads ``{root}/{split}.{lang}{extension}`` for the train,
     valid and test prefixes (root: ``$ATTNKIT_DATA``, default ``../shared/data``).
     ``corpus: number_words`` generates English -> German number words instead.
+    ``source_prefix`` is prepended to every source sentence (T5's task prefix,
+    e.g. ``"translate German to English: "``).
     """
 
     corpus: Literal["files", "number_words"] = "files"
@@ -86,6 +94,7 @@ class TranslationData:
     limit_test: int | None = None
     number_max: int = 9999
     number_held_out: int = 1000
+    source_prefix: str = ""
 
 
 @dataclass
@@ -121,11 +130,20 @@ class TranslationRecipe:
     valid_decode: Literal["greedy", "beam"] = "greedy"
 
     def __post_init__(self) -> None:
-        reserved = {"src_vocab_size", "tgt_vocab_size", "pad_id"} & set(self.model)
+        options = dict(self.model)
+        architecture = options.pop("architecture", "transformer")
+        if architecture not in ARCHITECTURES:
+            raise ConfigError(
+                f"model.architecture must be one of {sorted(ARCHITECTURES)}; got {architecture!r}"
+            )
+        reserved = set(_TOKENIZER_FIELDS[architecture]) & set(options)
         if reserved:
             raise ConfigError(f"model.{sorted(reserved)[0]} is set from the tokenizer; remove it")
-        placeholder = {"src_vocab_size": _VOCAB_PLACEHOLDER, "tgt_vocab_size": _VOCAB_PLACEHOLDER}
-        from_dict(TransformerConfig, {**self.model, **placeholder}, prefix="model")
+        placeholders = dict.fromkeys(_TOKENIZER_FIELDS[architecture], 0)
+        for name in ("src_vocab_size", "tgt_vocab_size", "vocab_size"):
+            if name in placeholders:
+                placeholders[name] = _VOCAB_PLACEHOLDER
+        from_dict(ARCHITECTURES[architecture], {**options, **placeholders}, prefix="model")
         self.output_dir = self.output_dir or f"runs/{self.name}"
         self.train.output_dir = self.output_dir
 
@@ -187,9 +205,24 @@ def build_tokenizer(data: TranslationData, train_pairs: Sequence[tuple[str, str]
     )
 
 
-def build_model(recipe: TranslationRecipe, tokenizer: TextTokenizer) -> Transformer:
-    """The Transformer of the recipe, sized to the tokenizer (shared embeddings by default)."""
-    options = {"share_embeddings": True, "max_len": recipe.data.max_len + 2, **recipe.model}
+def build_model(recipe: TranslationRecipe, tokenizer: TextTokenizer) -> Transformer | T5:
+    """The recipe's model, sized to the tokenizer.
+
+    ``model.architecture``: ``transformer`` (default; shared embeddings unless
+    set otherwise) or ``t5`` (decoding starts from the tokenizer's ``bos``).
+    """
+    options = dict(recipe.model)
+    if options.pop("architecture", "transformer") == "t5":
+        return T5(
+            T5Config(
+                vocab_size=tokenizer.vocab_size,
+                pad_id=tokenizer.pad_id,
+                eos_id=tokenizer.eos_id,
+                decoder_start_id=tokenizer.bos_id,
+                **options,
+            )
+        )
+    options = {"share_embeddings": True, "max_len": recipe.data.max_len + 2, **options}
     config = TransformerConfig(
         src_vocab_size=tokenizer.vocab_size,
         tgt_vocab_size=tokenizer.vocab_size,
@@ -203,14 +236,15 @@ def build_model(recipe: TranslationRecipe, tokenizer: TextTokenizer) -> Transfor
 class Translator:
     """A trained model with its tokenizer and decoding settings."""
 
-    model: Transformer
+    model: Transformer | T5
     tokenizer: TextTokenizer
     decode: DecodeSettings
+    source_prefix: str = ""
 
     def translate(self, sentences: Sequence[str], *, strategy: str | None = None) -> list[str]:
         """Translate sentences in length-sorted batches; returns them in input order."""
         strategy = strategy or self.decode.strategy
-        encoded = self.tokenizer.encode_batch(list(sentences))
+        encoded = self.tokenizer.encode_batch([self.source_prefix + s for s in sentences])
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         outputs: list[str] = [""] * len(encoded)
         self.model.eval()
@@ -224,7 +258,8 @@ class Translator:
     def _decode_batch(self, sources: list[list[int]], strategy: str) -> torch.Tensor:
         pad, device = self.tokenizer.pad_id, next(self.model.parameters()).device
         longest = max(1, max(len(s) for s in sources))
-        limit = self.model.config.max_len - 1
+        # T5's relative positions have no maximum length.
+        limit = getattr(self.model.config, "max_len", _VOCAB_PLACEHOLDER) - 1
         src = torch.full((len(sources), longest), pad, dtype=torch.long)
         for i, ids in enumerate(sources):
             src[i, : len(ids)] = torch.tensor(ids[:longest], dtype=torch.long)
@@ -274,11 +309,18 @@ def _validation_fn(recipe: TranslationRecipe, tokenizer: TextTokenizer, corpora:
     sample = corpora.valid[: recipe.valid_bleu_sentences]
 
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
-        translator = Translator(model, tokenizer, recipe.decode)  # type: ignore[arg-type]
+        translator = Translator(model, tokenizer, recipe.decode, recipe.data.source_prefix)  # type: ignore[arg-type]
         scores, _ = evaluate_translation(translator, sample, strategy=recipe.valid_decode)
         return {"valid_bleu": scores["bleu"], "valid_chrf": scores["chrf"]}
 
     return evaluate
+
+
+def _forward(recipe: TranslationRecipe):
+    """Teacher-forced logits of the recipe's architecture (``None``: the Transformer's own)."""
+    if recipe.model.get("architecture") != "t5":
+        return None
+    return lambda model, src, tgt_in: model(src, decoder_input_ids=tgt_in).logits
 
 
 def _prepare_run(recipe: TranslationRecipe, corpora: Corpora, resume: bool) -> TextTokenizer:
@@ -305,7 +347,7 @@ def train_translation(recipe: TranslationRecipe, *, resume: bool = False) -> dic
     source = TokenBudgetBatcher(
         list(
             zip(
-                tokenizer.encode_batch([s for s, _ in corpora.train]),
+                tokenizer.encode_batch([recipe.data.source_prefix + s for s, _ in corpora.train]),
                 tokenizer.encode_batch([t for _, t in corpora.train]),
                 strict=True,
             )
@@ -320,7 +362,7 @@ def train_translation(recipe: TranslationRecipe, *, resume: bool = False) -> dic
     )
     trainer = Trainer(
         model,
-        seq2seq_loss(tokenizer.pad_id, recipe.label_smoothing),
+        seq2seq_loss(tokenizer.pad_id, recipe.label_smoothing, _forward(recipe)),
         source,
         recipe.train,
         evaluate_fn=_validation_fn(recipe, tokenizer, corpora),
@@ -365,4 +407,4 @@ def load_translator(
     if not list_checkpoints(run_dir / "checkpoints") and which is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoints to load")
     load_model_weights(model, run_dir, which or _best_or_latest(run_dir))
-    return Translator(model.eval(), tokenizer, recipe.decode)
+    return Translator(model.eval(), tokenizer, recipe.decode, recipe.data.source_prefix)

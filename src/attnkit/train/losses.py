@@ -80,16 +80,23 @@ def label_smoothed_cross_entropy(
     return loss_sum, (targets != ignore).sum()
 
 
-def seq2seq_loss(pad_id: int, smoothing: float = 0.0) -> LossFn:
-    """Loss for attnkit's encoder-decoder ``Transformer`` on ``src, tgt_in, tgt_out`` batches.
+def seq2seq_loss(
+    pad_id: int,
+    smoothing: float = 0.0,
+    forward: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
+) -> LossFn:
+    """Loss for encoder-decoder models on ``src, tgt_in, tgt_out`` batches.
 
-    ``logits = model(batch.src, batch.tgt_in)``; the loss is
+    ``logits = forward(model, batch.src, batch.tgt_in)`` — by default
+    ``model(src, tgt_in)``, attnkit's ``Transformer``; pass e.g.
+    ``lambda m, s, t: m(s, decoder_input_ids=t).logits`` for T5. The loss is
     :func:`label_smoothed_cross_entropy` against ``batch.tgt_out``; the logs
     carry the teacher-forced ``token_accuracy``.
     """
+    forward = forward or (lambda model, src, tgt_in: model(src, tgt_in))
 
     def loss_fn(model: nn.Module, batch: Any) -> LossOutput:
-        logits = model(batch.src, batch.tgt_in)
+        logits = forward(model, batch.src, batch.tgt_in)
         loss_sum, num_tokens = label_smoothed_cross_entropy(
             logits, batch.tgt_out, pad_id=pad_id, smoothing=smoothing
         )
