@@ -115,7 +115,7 @@ def test_t5_recipe_config_errors_are_named():
 
     with pytest.raises(ConfigError, match=r"model\.vocab_size is set from the tokenizer"):
         load_recipe(T5_CONFIG, ["model.vocab_size=100"])
-    with pytest.raises(ConfigError, match="model.architecture must be one of"):
+    with pytest.raises(ConfigError, match=r"model\.architecture must be one of"):
         load_recipe(T5_CONFIG, ["model.architecture=rnn"])
-    with pytest.raises(ConfigError, match="activation must be .relu., .gelu."):
+    with pytest.raises(ConfigError, match=r"activation must be .relu., .gelu."):
         load_recipe(T5_CONFIG, ["model.activation=swish"])
