@@ -19,10 +19,10 @@ venv: $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_SPEC)
 
 install: venv
-	$(PIP) install -q -e .
+	$(PIP) install -q -e ".[demo]"
 
 install-dev: venv
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,demo]"
 
 demo: install
 	$(VENV)/bin/attnkit demo

