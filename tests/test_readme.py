@@ -14,3 +14,13 @@ def test_readme_python_example_runs():
     assert namespace["logits"].shape == (2, 9, 1000)
     assert namespace["weights"].shape == (2, 8, 128, 128)
     assert namespace["tokens"].shape[0] == 2
+
+
+def test_readme_model_families_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    namespace: dict = {}
+    exec(compile(blocks[1], str(README), "exec"), namespace)
+    assert namespace["out"].logits.shape == (2, 5, 65)
+    assert namespace["new"].shape == (2, 50)
+    assert namespace["loss"].dim() == 0
+    assert namespace["logits"].shape == (8, 10)

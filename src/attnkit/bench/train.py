@@ -23,8 +23,9 @@ import contextlib
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -137,7 +138,7 @@ class TrainStep:
     info: dict = field(default_factory=dict)
 
 
-def _adamw(params: list[nn.Parameter], *, fused: bool) -> tuple[torch.optim.Optimizer, str]:
+def adamw(params: list[nn.Parameter], *, fused: bool) -> tuple[torch.optim.Optimizer, str]:
     """AdamW with torch's default hyper-parameters; ``fused`` falls back to foreach."""
     if fused:
         try:
@@ -147,7 +148,7 @@ def _adamw(params: list[nn.Parameter], *, fused: bool) -> tuple[torch.optim.Opti
     return torch.optim.AdamW(params), "AdamW()"
 
 
-def _training_step(
+def training_step(
     case: TrainCase,
     model: nn.Module,
     loss_fn: Callable[[Batch], Tensor],
@@ -185,7 +186,7 @@ def _smoothed_cross_entropy(case: TrainCase, logits: Tensor, labels: Tensor) -> 
     )
 
 
-def _count(model: nn.Module) -> int:
+def count_parameters(model: nn.Module) -> int:
     """Distinct trainable parameters (tied weights counted once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -253,20 +254,20 @@ class TorchSeq2Seq(nn.Module):
 
 def _build_torch_transformer(case: TrainCase) -> TrainStep:
     model = TorchSeq2Seq(case, case.seq_len + 1).to(case.device).train()
-    optimizer, optimizer_name = _adamw(list(model.parameters()), fused=False)
+    optimizer, optimizer_name = adamw(list(model.parameters()), fused=False)
 
     def loss_fn(batch: Batch) -> Tensor:
         return _smoothed_cross_entropy(case, model(batch.src, batch.tgt_in), batch.tgt_out)
 
-    step = _training_step(case, model, loss_fn, optimizer)
+    step = training_step(case, model, loss_fn, optimizer)
     info = {"optimizer": optimizer_name, "loss": "F.cross_entropy(label_smoothing)"}
-    return TrainStep(step, _count(model), info)
+    return TrainStep(step, count_parameters(model), info)
 
 
 # --------------------------------------------------------------------------- Hugging Face
 
 
-def _transformers_available() -> str | None:
+def transformers_available() -> str | None:
     try:
         import transformers  # noqa: F401
     except Exception as exc:
@@ -306,7 +307,7 @@ def _build_hf(case: TrainCase, family: str) -> TrainStep:
         config = transformers.MarianConfig(**_hf_config_kwargs(case), eos_token_id=2)
         model = transformers.MarianMTModel(config)
     model = model.to(case.device).train()
-    optimizer, optimizer_name = _adamw(list(model.parameters()), fused=False)
+    optimizer, optimizer_name = adamw(list(model.parameters()), fused=False)
 
     def loss_fn(batch: Batch) -> Tensor:
         logits = model(
@@ -317,14 +318,14 @@ def _build_hf(case: TrainCase, family: str) -> TrainStep:
         ).logits
         return _smoothed_cross_entropy(case, logits, batch.tgt_out)
 
-    step = _training_step(case, model, loss_fn, optimizer)
+    step = training_step(case, model, loss_fn, optimizer)
     info = {
         "optimizer": optimizer_name,
         "loss": "F.cross_entropy(label_smoothing) on the model's logits",
         "attn_implementation": getattr(config, "_attn_implementation", None),
         "transformers": transformers.__version__,
     }
-    return TrainStep(step, _count(model), info)
+    return TrainStep(step, count_parameters(model), info)
 
 
 # --------------------------------------------------------------------------- attnkit
@@ -363,7 +364,7 @@ def _build_attnkit(case: TrainCase, *, compiled: bool) -> TrainStep:
         pad_id=case.pad_id,
     )
     model = model.to(case.device).train()
-    optimizer, optimizer_name = _adamw(list(model.parameters()), fused=True)
+    optimizer, optimizer_name = adamw(list(model.parameters()), fused=True)
 
     def forward_loss(src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
         return _smoothed_cross_entropy(case, model(src, tgt_in), tgt_out)
@@ -382,8 +383,8 @@ def _build_attnkit(case: TrainCase, *, compiled: bool) -> TrainStep:
     def loss_fn(batch: Batch) -> Tensor:
         return forward_loss(batch.src, batch.tgt_in, batch.tgt_out)
 
-    step = _training_step(case, model, loss_fn, optimizer)
-    return TrainStep(step, _count(model), info)
+    step = training_step(case, model, loss_fn, optimizer)
+    return TrainStep(step, count_parameters(model), info)
 
 
 # --------------------------------------------------------------------------- registry
@@ -421,7 +422,7 @@ for _impl in (
         "(ReLU, learned positions, shared embeddings tied to the output); the same "
         "label-smoothed loss on its logits; AdamW() defaults",
         lambda case: _build_hf(case, "bart"),
-        _transformers_available,
+        transformers_available,
     ),
     TrainImplementation(
         "hf_marian",
@@ -429,7 +430,7 @@ for _impl in (
         "(ReLU, sinusoidal positions, shared embeddings tied to the output); the same "
         "label-smoothed loss on its logits; AdamW() defaults",
         lambda case: _build_hf(case, "marian"),
-        _transformers_available,
+        transformers_available,
     ),
     TrainImplementation(
         "attnkit",
@@ -453,7 +454,7 @@ BASELINE = "torch_transformer"
 # --------------------------------------------------------------------------- worker side
 
 
-def _short(exc: BaseException) -> str:
+def short_message(exc: BaseException) -> str:
     """``Type: first line ... last line`` of an exception, at most MAX_MESSAGE characters."""
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     text = lines[0] if lines else ""
@@ -464,23 +465,36 @@ def _short(exc: BaseException) -> str:
 
 
 def measure_training(impl: str, case: TrainCase, steps: int, warmup: int, seed: int = 0) -> dict:
-    """Build ``impl``'s step, run ``warmup`` untimed and ``steps`` timed steps; results as a dict.
-
-    ``peak_mem_bytes`` is the resident-set (or CUDA allocator) high-water mark
-    over the timed steps above the baseline taken after the model and the
-    batches were built: gradients, optimizer state and one step's activations
-    (and, when compiled, what the compiler kept). ``step_mem_bytes`` is the part
-    above the usage right before the timed steps: what one step allocates and
-    frees again. ``step_cpu_s`` is the median process CPU time of a step, over
-    all threads.
-    """
-    device = torch.device(case.device)
-    sync = synchronizer(device)
+    """Build ``impl``'s step and time it on :func:`make_batches` (see :func:`time_steps`)."""
     torch.manual_seed(seed)
     start = time.perf_counter()
     built = IMPLEMENTATIONS[impl].build(case)
     build_s = time.perf_counter() - start
     batches = make_batches(case, seed)
+    device = torch.device(case.device)
+    result = time_steps(built, batches, case.target_tokens, steps, warmup, device)
+    return {**result, "build_s": build_s}
+
+
+def time_steps(
+    built: TrainStep,
+    batches: Sequence[Any],
+    tokens_per_step: int,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+) -> dict:
+    """Run ``warmup`` untimed and ``steps`` timed steps of ``built`` over ``batches`` in turn.
+
+    ``tokens_per_s`` is ``tokens_per_step / median step time``. ``peak_mem_bytes``
+    is the resident-set (or CUDA allocator) high-water mark over the timed steps
+    above the baseline taken here, after the model and the batches were built:
+    gradients, optimizer state and one step's activations (and, when compiled,
+    what the compiler kept). ``step_mem_bytes`` is the part above the usage right
+    before the timed steps: what one step allocates and frees again.
+    ``step_cpu_s`` is the median process CPU time of a step, over all threads.
+    """
+    sync = synchronizer(device)
     model_probe = MemoryProbe(device)
     model_probe.set_baseline()
     model_probe.start_phase()
@@ -500,7 +514,7 @@ def measure_training(impl: str, case: TrainCase, steps: int, warmup: int, seed: 
     peak = step_mem + max(0, step_probe.baseline - model_probe.baseline)
     step_s = statistics.median(times)
     return {
-        "tokens_per_s": case.target_tokens / step_s,
+        "tokens_per_s": tokens_per_step / step_s,
         "step_s": step_s,
         "step_min_s": min(times),
         "step_max_s": max(times),
@@ -510,7 +524,6 @@ def measure_training(impl: str, case: TrainCase, steps: int, warmup: int, seed: 
         "warmup": warmup,
         "warmup_s": sum(warmup_times),
         "first_step_s": warmup_times[0] if warmup_times else None,
-        "build_s": build_s,
         "peak_mem_bytes": peak,
         "step_mem_bytes": step_mem,
         "warmup_peak_mem_bytes": warmup_peak,
@@ -525,7 +538,7 @@ def measure_training(impl: str, case: TrainCase, steps: int, warmup: int, seed: 
 
 
 def _timed(
-    fn: Callable[[Batch], object], batch: Batch, sync: Callable[[], None]
+    fn: Callable[[Any], object], batch: Any, sync: Callable[[], None]
 ) -> tuple[float, float]:
     """Wall-clock and process CPU seconds of one call ``fn(batch)``, synchronised."""
     sync()
@@ -539,20 +552,28 @@ def _timed(
 def run_worker(payload: dict) -> dict:
     """Worker hook: measure one implementation; errors become error records."""
     case = TrainCase(**payload["case"])
-    try:
-        result = measure_training(
+    return worker_record(
+        lambda: measure_training(
             payload["impl"],
             case,
             int(payload["steps"]),
             int(payload["warmup"]),
             int(payload.get("seed", 0)),
         )
+    )
+
+
+def worker_record(measure: Callable[[], dict], times_key: str = "step_times_s") -> dict:
+    """``{"status": "ok", ...}`` with what ``measure()`` returns, or an error record
+    with a short message when it raises or a time in ``result[times_key]`` is not finite."""
+    try:
+        result = measure()
     except torch.OutOfMemoryError as exc:
-        return {"status": "error", "message": f"out of memory: {_short(exc)}"}
+        return {"status": "error", "message": f"out of memory: {short_message(exc)}"}
     except Exception as exc:
-        return {"status": "error", "message": _short(exc)}
-    if not all(math.isfinite(x) for x in result["step_times_s"]):
-        return {"status": "error", "message": "non-finite step time"}
+        return {"status": "error", "message": short_message(exc)}
+    if not all(math.isfinite(x) for x in result[times_key]):
+        return {"status": "error", "message": f"non-finite time in {times_key}"}
     return {"status": "ok", "message": "", **result}
 
 
