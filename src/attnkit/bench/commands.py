@@ -1,8 +1,8 @@
 """``attnkit bench`` subcommands: their arguments and what they run.
 
 Each subcommand is a :class:`Command` in :data:`COMMANDS` (``attention``,
-``train``); a new benchmark adds one entry with a ``configure`` and a ``run``
-function.
+``train``, and ``gpt-train`` and ``generate`` from :mod:`attnkit.bench.commands_gpt`);
+a new benchmark adds one entry with a ``configure`` and a ``run`` function.
 """
 
 from __future__ import annotations
@@ -33,6 +33,12 @@ from attnkit.bench.attention import (
     IMPLEMENTATIONS,
     AttentionSettings,
     run_attention,
+)
+from attnkit.bench.commands_gpt import (
+    configure_generate,
+    configure_gpt_train,
+    run_generate_command,
+    run_gpt_train_command,
 )
 from attnkit.bench.environment import describe, device_memory_bytes
 from attnkit.bench.measure import Timing
@@ -388,5 +394,17 @@ COMMANDS: dict[str, Command] = {
         "torch.nn.Transformer and Hugging Face BART/Marian",
         configure=configure_train,
         run=run_train_command,
+    ),
+    "gpt-train": Command(
+        help="GPT training throughput (tokens/s) of attnkit's GPT, eager and compiled, "
+        "against Hugging Face GPT-2, at nanoGPT's tiny and a small size",
+        configure=configure_gpt_train,
+        run=run_gpt_train_command,
+    ),
+    "generate": Command(
+        help="greedy generation speed (new tokens/s, batch 1) of attnkit's GPT against "
+        "Hugging Face GPT-2 generate, with and without the KV cache, on the same weights",
+        configure=configure_generate,
+        run=run_generate_command,
     ),
 }
