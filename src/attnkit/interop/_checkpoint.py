@@ -72,7 +72,10 @@ def write_directory(
     directory.mkdir(parents=True, exist_ok=True)
     (directory / CONFIG_FILE).write_text(json.dumps(dict(config), indent=2, sort_keys=True) + "\n")
     # Copies: safetensors refuses tensors that share memory (views of one fused weight).
-    contiguous = {name: tensor.detach().cpu().clone() for name, tensor in weights.items()}
+    contiguous = {
+        name: tensor.detach().cpu().clone(memory_format=torch.contiguous_format)
+        for name, tensor in weights.items()
+    }
     save_file(contiguous, str(directory / SAFETENSORS_FILE), metadata={"format": "pt"})
     return directory
 
