@@ -191,7 +191,7 @@ def _attnkit_train_model(case: GPTTrainCase) -> nn.Module:
         dropout=case.dropout,
         activation="gelu",
         positional="learned",
-        bias=False,
+        bias=True,  # as GPT2LMHeadModel: the same parameters, the same work
         tie_embeddings=True,
     )
     return GPT(config).to(case.device).train()
@@ -231,7 +231,7 @@ TRAIN_IMPLEMENTATIONS: dict[str, TrainImplementation] = {
         ),
         TrainImplementation(
             "attnkit",
-            "attnkit.models.GPT (learned positions, exact GELU, no biases, tied output, "
+            "attnkit.models.GPT (learned positions, exact GELU, biases like GPT-2, tied output, "
             "attention backend 'auto' = fused); AdamW(fused=True)",
             lambda case: _build_attnkit_train(case, compiled=False),
         ),
