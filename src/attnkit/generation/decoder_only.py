@@ -109,6 +109,7 @@ class DecoderOnlyAdapter:
         use_cache: bool = True,
     ) -> None:
         self.mask = _check_prompts(input_ids, attention_mask)
+        self.padded = not bool(self.mask.all())
         self.model = model
         self.input_ids = input_ids
         self.use_cache = use_cache
@@ -138,9 +139,16 @@ class DecoderOnlyAdapter:
         cache = None
         if self.use_cache:
             cache = self.model.new_cache(tokens.size(0), tokens.size(1) + max_new_tokens)
-        out = self.model(tokens, mask, positions=positions, cache=cache)
+        out = self._forward(tokens, mask, positions, cache)
         state = DecoderOnlyState(tokens, mask, positions[:, -1] + 1, cache)
         return state, out.logits[:, -1]
+
+    def _forward(self, tokens: Tensor, mask: Tensor, positions: Tensor, cache: Any | None):
+        """The model on ``tokens``; without padding, no mask and no position ids are
+        needed (every row counts from 0), which keeps attention on its fastest path."""
+        if self.padded:
+            return self.model(tokens, mask, positions=positions, cache=cache)
+        return self.model(tokens, cache=cache)
 
     def step(self, state: DecoderOnlyState, tokens: Tensor) -> Tensor:
         """Feed ``tokens (N, t)``; return ``(N, V)`` logits of the next token."""
@@ -150,9 +158,9 @@ class DecoderOnlyAdapter:
         state.mask = torch.cat([state.mask, torch.ones_like(tokens, dtype=torch.bool)], dim=1)
         state.next_position = state.next_position + new
         if state.cache is not None:
-            out = self.model(tokens, state.mask, positions=positions, cache=state.cache)
+            out = self._forward(tokens, state.mask, positions, state.cache)
         else:
-            out = self.model(state.tokens, state.mask, positions=positions_from_mask(state.mask))
+            out = self._forward(state.tokens, state.mask, positions_from_mask(state.mask), None)
         return out.logits[:, -1]
 
     def reorder(self, state: DecoderOnlyState, indices: Tensor) -> None:
