@@ -225,6 +225,8 @@ def scaled_dot_product_attention(
     _check_qkv(query, key, value)
     attn_mask, attn_bias = _check_mask_and_bias(attn_mask, attn_bias, query, key)
     causal = _causal_alignment(is_causal)
+    if causal == "bottom_right" and query.size(-2) == 1:
+        causal = None  # one query after all the keys (a decoding step) sees every key
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1); got {dropout_p}")
     chosen = _choose_backend(backend, need_weights)
