@@ -164,3 +164,16 @@ def test_tsv_labels_are_read_as_integers():
 
     table = read_classification_tsv(data_root() / "sst2" / "dev.tsv")
     assert len(table.texts) == 872 and set(np.unique(table.labels)) == {0, 1}
+
+
+def test_augmentation_shifts_and_flips_within_the_padding():
+    images = torch.zeros(64, 1, 8, 8, dtype=torch.uint8)
+    images[:, 0, 3, 2] = 255  # one bright pixel at row 3, column 2
+    batch = next(iter(ImageBatcher(images, torch.zeros(64), 64, seed=0, augment=True, pad=2)))
+    assert batch.pixel_values.shape == (64, 1, 8, 8)
+    where = batch.pixel_values[:, 0].flatten(1).argmax(1)
+    rows, cols = where // 8, where % 8
+    assert batch.pixel_values.flatten(1).max(1).values.eq(1.0).all()  # never cropped away
+    assert rows.min() >= 1 and rows.max() <= 5  # shifted by at most 2 rows
+    flipped = cols > 4  # column 2 mirrors to 5; shifts move it by at most 2
+    assert 10 < int(flipped.sum()) < 54  # about half flipped

@@ -184,14 +184,13 @@ class ImageBatcher(ResumableBatches[list[int], ImageBatch]):
         return ImageBatch(pixels, self.labels[item])
 
     def _augment(self, pixels: Tensor, rng: np.random.Generator) -> Tensor:
-        """Random shift (pad + crop) and horizontal flip per image."""
+        """Random shift (zero-pad by ``pad``, crop back) and horizontal flip per image."""
         n, _, height, width = pixels.shape
-        padded = torch.nn.functional.pad(pixels, (self.pad,) * 4)
-        dy = rng.integers(0, 2 * self.pad + 1, n)
-        dx = rng.integers(0, 2 * self.pad + 1, n)
-        flips = rng.random(n) < 0.5
-        out = torch.empty_like(pixels)
-        for i in range(n):
-            crop = padded[i, :, dy[i] : dy[i] + height, dx[i] : dx[i] + width]
-            out[i] = crop.flip(-1) if flips[i] else crop
-        return out
+        padded = torch.nn.functional.pad(pixels, (self.pad,) * 4).permute(0, 2, 3, 1)
+        dy = torch.from_numpy(rng.integers(0, 2 * self.pad + 1, n))
+        dx = torch.from_numpy(rng.integers(0, 2 * self.pad + 1, n))
+        flips = torch.from_numpy(rng.random(n) < 0.5)
+        rows = (dy[:, None] + torch.arange(height))[:, :, None]  # (n, H, 1)
+        cols = (dx[:, None] + torch.arange(width))[:, None, :]  # (n, 1, W)
+        crops = padded[torch.arange(n)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+        return torch.where(flips[:, None, None, None], crops.flip(-1), crops)
