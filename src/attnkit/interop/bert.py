@@ -173,10 +173,8 @@ def weights_from_hf(source: WeightSource, model: nn.Module) -> dict[str, Tensor 
     hf_prefix = "bert." if source.has("bert.embeddings.word_embeddings.weight") else ""
     ak_prefix = "" if task == "base" else "bert."
     out: dict[str, Tensor | None] = {}
-    pooler = (
-        getattr(model, "pooler", None) is not None
-        or getattr(getattr(model, "bert", None), "pooler", None) is not None
-    )
+    encoder = model if task == "base" else model.bert
+    pooler = encoder.pooler is not None
     for hf_name, ak_name in encoder_names(config, hf_prefix, ak_prefix, pooler=pooler):
         # A pooler is optional: masked-LM checkpoints have none.
         optional = ".pooler" in ak_name or ak_name.startswith("pooler")
