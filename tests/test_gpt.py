@@ -21,6 +21,7 @@ LAYOUTS = {
         "tie_embeddings": False,
     },
     "no_positions": {"positional": "none"},
+    "alibi": {"positional": "alibi", "num_heads": 4, "num_kv_heads": 1},
 }
 
 

@@ -3,8 +3,8 @@
 The default configuration is GPT-2's layout: learned absolute positions,
 pre-LN blocks, GELU (tanh form), a final layer norm and an output layer tied
 to the token embeddings. The modern options are switches of the same config:
-rotary positions, RMSNorm, SwiGLU, grouped-query attention, no biases (a
-Llama-style model).
+rotary positions (or ALiBi), RMSNorm, SwiGLU, grouped-query attention, no
+biases (a Llama-style model).
 
 Every block is an :class:`attnkit.nn.TransformerEncoderLayer` run causally
 with a KV cache. Generation lives one layer up, in :mod:`attnkit.generation`:
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from attnkit.functional import positions_from_mask
 from attnkit.models.outputs import ModelOutput
 from attnkit.nn import (
+    ALiBi,
     Dropout,
     KVCacheStack,
     LearnedPositionalEncoding,
@@ -35,7 +36,7 @@ from attnkit.nn import (
 
 __all__ = ["GPT", "GPTConfig", "build_gpt", "causal_lm_loss"]
 
-POSITIONAL = ("learned", "rotary", "none")
+POSITIONAL = ("learned", "rotary", "alibi", "none")
 IGNORE_INDEX = -100
 
 
@@ -52,7 +53,7 @@ class GPTConfig:
             on attention weights (default ``dropout``).
         activation: ``"gelu_tanh"`` (GPT-2), ``"gelu"``, ``"relu"``, ``"swiglu"``, ...
         norm: ``"layernorm"`` or ``"rmsnorm"``; ``layer_norm_eps`` its epsilon.
-        positional: ``"learned"`` (GPT-2), ``"rotary"`` or ``"none"``.
+        positional: ``"learned"`` (GPT-2), ``"rotary"``, ``"alibi"`` or ``"none"``.
         rope_base, rope_scaling, rope_factor: rotary settings (see
             :class:`attnkit.nn.RotaryEmbedding`).
         bias: biases in projections and norms.
@@ -146,7 +147,8 @@ class GPT(nn.Module):
             if config.positional == "rotary"
             else None
         )
-        self.layers = nn.ModuleList(_block(config, rotary) for _ in range(config.num_layers))
+        alibi = ALiBi(config.num_heads) if config.positional == "alibi" else None
+        self.layers = nn.ModuleList(_block(config, rotary, alibi) for _ in range(config.num_layers))
         self.final_norm = make_norm(
             config.norm, config.d_model, config.layer_norm_eps, bias=config.bias
         )
@@ -268,7 +270,9 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {total} positions exceeds max_len={self.config.max_len}")
 
 
-def _block(config: GPTConfig, rotary: RotaryEmbedding | None) -> TransformerEncoderLayer:
+def _block(
+    config: GPTConfig, rotary: RotaryEmbedding | None, alibi: ALiBi | None
+) -> TransformerEncoderLayer:
     attention_dropout = (
         config.dropout if config.attention_dropout is None else config.attention_dropout
     )
@@ -279,6 +283,7 @@ def _block(config: GPTConfig, rotary: RotaryEmbedding | None) -> TransformerEnco
         num_kv_heads=config.num_kv_heads,
         bias=config.bias,
         rotary=rotary,
+        score_bias=alibi,
     )
     return TransformerEncoderLayer(
         config.d_model,

@@ -22,6 +22,7 @@ from attnkit.nn.layers import (
     make_norm,
 )
 from attnkit.nn.position import (
+    ALiBi,
     LearnedPositionalEncoding,
     PositionalEncoding,
     RotaryEmbedding,
@@ -31,6 +32,7 @@ from attnkit.nn.position import (
 )
 
 __all__ = [
+    "ALiBi",
     "DecoderCache",
     "DecoderLayerCache",
     "Dropout",
