@@ -182,7 +182,7 @@ def test_options_share_tie_scale_and_shorthands():
     unscaled = _small(positional="learned", scale_embeddings=False)
     unscaled.load_state_dict(scaled.state_dict())
     for model in (scaled, unscaled):
-        model.src_positions.embedding.weight.data.zero_()
+        model.src_positions.absolute.embedding.weight.data.zero_()
     seen = []
     for model in (scaled, unscaled):
         model.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
@@ -224,3 +224,43 @@ def test_bad_token_inputs_are_rejected():
         Transformer(11, 13, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_len=8)(
             torch.randint(3, 11, (1, 9)), torch.randint(3, 13, (1, 3))
         )
+
+
+@pytest.mark.parametrize(
+    ("positional", "options"),
+    [
+        ("rotary", {"base": 500.0}),
+        ("alibi", {}),
+        ("t5", {"num_buckets": 8, "max_distance": 16}),
+        ("none", {}),
+        ("learned", {}),
+    ],
+)
+def test_every_positional_scheme_decodes_with_the_cache_as_in_full(positional, options):
+    model = Transformer(
+        vocab_size=30,
+        d_model=16,
+        num_heads=2,
+        num_layers=2,
+        d_ff=32,
+        dropout=0.0,
+        positional=positional,
+        position_options=options,
+        norm_first=True,
+    ).eval()
+    src, tgt = torch.randint(3, 30, (2, 7)), torch.randint(3, 30, (2, 6))
+    memory = model.encode(src)
+    full = model.project(model.decode(tgt, memory))
+    cache = model.new_cache(2, 6, like=memory)
+    steps = [model.project(model.decode(tgt[:, t : t + 1], memory, cache=cache)) for t in range(6)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
+    encoder_attention = model.encoder.layers[0].self_attn
+    assert (encoder_attention.rotary is not None) == (positional == "rotary")
+    assert (encoder_attention.score_bias is not None) == (positional in ("alibi", "t5"))
+    assert model.decoder.layers[0].cross_attn.score_bias is None
+
+
+def test_position_options_that_do_not_apply_are_named():
+    with pytest.raises(ValueError, match=r"position options \['base'\] do not apply to 'alibi'"):
+        Transformer(vocab_size=30, d_model=16, num_heads=2, positional="alibi",
+                    position_options={"base": 10.0})  # fmt: skip

@@ -16,18 +16,19 @@ from torch import Tensor, nn
 from attnkit.functional import create_padding_mask
 from attnkit.nn import (
     DecoderCache,
-    LearnedPositionalEncoding,
-    PositionalEncoding,
+    Dropout,
+    MultiHeadAttention,
+    PositionScheme,
     TransformerDecoder,
     TransformerDecoderLayer,
     TransformerEncoder,
     TransformerEncoderLayer,
     make_norm,
+    position_scheme,
 )
+from attnkit.nn.position import POSITIONAL_KINDS
 
 __all__ = ["Transformer", "TransformerAttention", "TransformerConfig", "build_transformer"]
-
-POSITIONAL = {"sinusoidal": PositionalEncoding, "learned": LearnedPositionalEncoding}
 
 
 @dataclass
@@ -49,6 +50,7 @@ class TransformerConfig:
     norm: str = "layernorm"
     layer_norm_eps: float = 1e-5
     positional: str = "sinusoidal"
+    position_options: dict = field(default_factory=dict)
     share_embeddings: bool = False
     tie_output: bool = True
     scale_embeddings: bool = True
@@ -62,9 +64,9 @@ class TransformerConfig:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
             )
-        if self.positional not in POSITIONAL:
+        if self.positional not in POSITIONAL_KINDS:
             raise ValueError(
-                f"positional must be one of {sorted(POSITIONAL)}; got {self.positional!r}"
+                f"positional must be one of {POSITIONAL_KINDS}; got {self.positional!r}"
             )
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise ValueError(
@@ -87,7 +89,26 @@ class TransformerAttention:
     cross: list[Tensor] = field(default_factory=list)
 
 
-def _encoder(config: TransformerConfig) -> TransformerEncoder:
+def _self_attention(config: TransformerConfig, scheme: PositionScheme) -> MultiHeadAttention:
+    dropout = config.dropout if config.attention_dropout is None else config.attention_dropout
+    return MultiHeadAttention(
+        config.d_model,
+        config.num_heads,
+        dropout,
+        rotary=scheme.rotary,
+        score_bias=scheme.score_bias,
+    )
+
+
+def _layer_options(config: TransformerConfig) -> dict:
+    return {
+        "norm": config.norm,
+        "layer_norm_eps": config.layer_norm_eps,
+        "attention_dropout": config.attention_dropout,
+    }
+
+
+def _encoder(config: TransformerConfig, scheme: PositionScheme) -> TransformerEncoder:
     layers = [
         TransformerEncoderLayer(
             config.d_model,
@@ -96,16 +117,15 @@ def _encoder(config: TransformerConfig) -> TransformerEncoder:
             config.dropout,
             config.activation,
             config.norm_first,
-            norm=config.norm,
-            layer_norm_eps=config.layer_norm_eps,
-            attention_dropout=config.attention_dropout,
+            self_attention=_self_attention(config, scheme),
+            **_layer_options(config),
         )
         for _ in range(config.num_encoder_layers)
     ]
     return TransformerEncoder(layers, norm=_final_norm(config))
 
 
-def _decoder(config: TransformerConfig) -> TransformerDecoder:
+def _decoder(config: TransformerConfig, scheme: PositionScheme) -> TransformerDecoder:
     layers = [
         TransformerDecoderLayer(
             config.d_model,
@@ -114,13 +134,38 @@ def _decoder(config: TransformerConfig) -> TransformerDecoder:
             config.dropout,
             config.activation,
             config.norm_first,
-            norm=config.norm,
-            layer_norm_eps=config.layer_norm_eps,
-            attention_dropout=config.attention_dropout,
+            self_attention=_self_attention(config, scheme),
+            **_layer_options(config),
         )
         for _ in range(config.num_decoder_layers)
     ]
     return TransformerDecoder(layers, norm=_final_norm(config))
+
+
+def _scheme(config: TransformerConfig, *, causal: bool) -> PositionScheme:
+    return position_scheme(
+        config.positional,
+        d_model=config.d_model,
+        num_heads=config.num_heads,
+        head_dim=config.d_model // config.num_heads,
+        max_len=config.max_len,
+        causal=causal,
+        options=config.position_options,
+    )
+
+
+class _EmbeddingPositions(nn.Module):
+    """The absolute table of a scheme (if any) added to embeddings, then dropout."""
+
+    def __init__(self, absolute: nn.Module | None, dropout: float) -> None:
+        super().__init__()
+        self.absolute = absolute
+        self.dropout = Dropout(dropout)
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        if self.absolute is not None:
+            x = self.absolute(x, offset)
+        return self.dropout(x)
 
 
 def _final_norm(config: TransformerConfig) -> nn.Module | None:
@@ -189,11 +234,12 @@ class Transformer(nn.Module):
             if config.share_embeddings
             else nn.Embedding(config.tgt_vocab_size, config.d_model, config.pad_id)
         )
-        positional = POSITIONAL[config.positional]
-        self.src_positions = positional(config.d_model, config.max_len, config.dropout)
-        self.tgt_positions = positional(config.d_model, config.max_len, config.dropout)
-        self.encoder = _encoder(config)
-        self.decoder = _decoder(config)
+        src_scheme = _scheme(config, causal=False)
+        tgt_scheme = _scheme(config, causal=True)
+        self.src_positions = _EmbeddingPositions(src_scheme.absolute, config.dropout)
+        self.tgt_positions = _EmbeddingPositions(tgt_scheme.absolute, config.dropout)
+        self.encoder = _encoder(config, src_scheme)
+        self.decoder = _decoder(config, tgt_scheme)
         self.output_projection = nn.Linear(config.d_model, config.tgt_vocab_size, bias=False)
         self._embedding_scale = math.sqrt(config.d_model) if config.scale_embeddings else 1.0
         self._reset_parameters()

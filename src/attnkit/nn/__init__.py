@@ -25,9 +25,11 @@ from attnkit.nn.position import (
     ALiBi,
     LearnedPositionalEncoding,
     PositionalEncoding,
+    PositionScheme,
     RotaryEmbedding,
     T5RelativePositionBias,
     interpolate_grid_positions,
+    position_scheme,
     sinusoidal_table,
 )
 
@@ -42,6 +44,7 @@ __all__ = [
     "LearnedPositionalEncoding",
     "MultiHeadAttention",
     "PatchEmbedding",
+    "PositionScheme",
     "PositionalEncoding",
     "PositionwiseFeedForward",
     "QueryKeyTransform",
@@ -57,5 +60,6 @@ __all__ = [
     "TransformerEncoderLayer",
     "interpolate_grid_positions",
     "make_norm",
+    "position_scheme",
     "sinusoidal_table",
 ]

@@ -47,9 +47,21 @@ class PositionalEncoding(nn.Module):
         check_length(seq_len, offset, self.max_len, type(self).__name__)
         return self.pe[offset : offset + seq_len]
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """``x (B, T, D)`` -> ``x + PE[offset : offset + T]`` with dropout."""
+    def forward(self, x: Tensor, offset: int = 0, positions: Tensor | None = None) -> Tensor:
+        """``x (B, T, D)`` -> ``x + PE[offset : offset + T]`` with dropout.
+
+        ``positions (B, T)`` gives every row its own positions instead (left padding).
+        """
         if x.dim() != 3 or x.size(-1) != self.d_model:
             raise ValueError(f"x must have shape (B, T, {self.d_model}); got {tuple(x.shape)}")
-        pe = self.get_positional_encoding(x.size(1), offset)
+        if positions is None:
+            pe = self.get_positional_encoding(x.size(1), offset)
+        else:
+            if positions.shape != x.shape[:2] or positions.is_floating_point():
+                raise ValueError(
+                    f"positions must be integer ids of shape {tuple(x.shape[:2])}; "
+                    f"got {positions.dtype} {tuple(positions.shape)}"
+                )
+            check_length(int(positions.max()) + 1, 0, self.max_len, type(self).__name__)
+            pe = self.pe[positions]
         return self.dropout(x + pe.to(x.dtype))
