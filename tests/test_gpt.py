@@ -22,6 +22,8 @@ LAYOUTS = {
     },
     "no_positions": {"positional": "none"},
     "alibi": {"positional": "alibi", "num_heads": 4, "num_kv_heads": 1},
+    "t5_bias": {"positional": "t5", "position_options": {"num_buckets": 8, "max_distance": 16}},
+    "sinusoidal": {"positional": "sinusoidal"},
 }
 
 

@@ -14,7 +14,7 @@ with a KV cache. Generation lives one layer up, in :mod:`attnkit.generation`:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -24,19 +24,18 @@ from torch import Tensor, nn
 from attnkit.functional import positions_from_mask
 from attnkit.models.outputs import ModelOutput
 from attnkit.nn import (
-    ALiBi,
     Dropout,
     KVCacheStack,
-    LearnedPositionalEncoding,
     MultiHeadAttention,
-    RotaryEmbedding,
+    PositionScheme,
     TransformerEncoderLayer,
     make_norm,
+    position_scheme,
 )
+from attnkit.nn.position import POSITIONAL_KINDS
 
 __all__ = ["GPT", "GPTConfig", "build_gpt", "causal_lm_loss"]
 
-POSITIONAL = ("learned", "rotary", "alibi", "none")
 IGNORE_INDEX = -100
 
 
@@ -53,9 +52,12 @@ class GPTConfig:
             on attention weights (default ``dropout``).
         activation: ``"gelu_tanh"`` (GPT-2), ``"gelu"``, ``"relu"``, ``"swiglu"``, ...
         norm: ``"layernorm"`` or ``"rmsnorm"``; ``layer_norm_eps`` its epsilon.
-        positional: ``"learned"`` (GPT-2), ``"rotary"``, ``"alibi"`` or ``"none"``.
+        positional: ``"learned"`` (GPT-2), ``"sinusoidal"``, ``"rotary"``,
+            ``"alibi"``, ``"t5"`` or ``"none"`` (see :func:`attnkit.nn.position_scheme`).
         rope_base, rope_scaling, rope_factor: rotary settings (see
             :class:`attnkit.nn.RotaryEmbedding`).
+        position_options: other settings of the scheme (T5: ``num_buckets``,
+            ``max_distance``).
         bias: biases in projections and norms.
         tie_embeddings: the output layer shares the token embedding matrix.
         init_std: standard deviation of the normal initialisation; residual
@@ -78,6 +80,7 @@ class GPTConfig:
     rope_base: float = 10000.0
     rope_scaling: str = "none"
     rope_factor: float = 1.0
+    position_options: dict = field(default_factory=dict)
     bias: bool = True
     tie_embeddings: bool = True
     init_std: float = 0.02
@@ -90,8 +93,10 @@ class GPTConfig:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
             )
-        if self.positional not in POSITIONAL:
-            raise ValueError(f"positional must be one of {POSITIONAL}; got {self.positional!r}")
+        if self.positional not in POSITIONAL_KINDS:
+            raise ValueError(
+                f"positional must be one of {POSITIONAL_KINDS}; got {self.positional!r}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
 
@@ -131,24 +136,10 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
-        self.position_embedding = (
-            LearnedPositionalEncoding(config.d_model, config.max_len)
-            if config.positional == "learned"
-            else None
-        )
+        scheme = _scheme(config)
+        self.position_embedding = scheme.absolute
         self.embedding_dropout = Dropout(config.dropout)
-        rotary = (
-            RotaryEmbedding(
-                config.head_dim,
-                config.rope_base,
-                scaling=config.rope_scaling,
-                factor=config.rope_factor,
-            )
-            if config.positional == "rotary"
-            else None
-        )
-        alibi = ALiBi(config.num_heads) if config.positional == "alibi" else None
-        self.layers = nn.ModuleList(_block(config, rotary, alibi) for _ in range(config.num_layers))
+        self.layers = nn.ModuleList(_block(config, scheme) for _ in range(config.num_layers))
         self.final_norm = make_norm(
             config.norm, config.d_model, config.layer_norm_eps, bias=config.bias
         )
@@ -270,9 +261,24 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {total} positions exceeds max_len={self.config.max_len}")
 
 
-def _block(
-    config: GPTConfig, rotary: RotaryEmbedding | None, alibi: ALiBi | None
-) -> TransformerEncoderLayer:
+def _scheme(config: GPTConfig) -> PositionScheme:
+    """The causal positional scheme of ``config`` (rotary settings from its ``rope_*``)."""
+    options = dict(config.position_options)
+    if config.positional == "rotary":
+        rope = {"base": config.rope_base, "scaling": config.rope_scaling}
+        options = {**rope, "factor": config.rope_factor, **options}
+    return position_scheme(
+        config.positional,
+        d_model=config.d_model,
+        num_heads=config.num_heads,
+        head_dim=config.head_dim,
+        max_len=config.max_len,
+        causal=True,
+        options=options,
+    )
+
+
+def _block(config: GPTConfig, scheme: PositionScheme) -> TransformerEncoderLayer:
     attention_dropout = (
         config.dropout if config.attention_dropout is None else config.attention_dropout
     )
@@ -282,8 +288,8 @@ def _block(
         attention_dropout,
         num_kv_heads=config.num_kv_heads,
         bias=config.bias,
-        rotary=rotary,
-        score_bias=alibi,
+        rotary=scheme.rotary,
+        score_bias=scheme.score_bias,
     )
     return TransformerEncoderLayer(
         config.d_model,
