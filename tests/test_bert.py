@@ -1,5 +1,7 @@
 """BERT: embeddings, heads and losses, the MLM collator's statistics, learning and bad input."""
 
+import copy
+
 import pytest
 import torch
 
@@ -163,3 +165,26 @@ def test_collator_bad_arguments_are_named():
         MaskedLMCollator(10, 12)
     with pytest.raises(ValueError, match="input_ids must be integer ids of shape"):
         MaskedLMCollator(10, 3)(torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("positional", ["sinusoidal", "rotary", "alibi", "t5", "none"])
+def test_other_positional_schemes_by_config(positional):
+    model = BertModel(config(positional=positional)).eval()
+    assert (model.embeddings.position is None) and model.layers[0].self_attn is not None
+    ids = torch.randint(1, 50, (1, 6))
+    padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    alone = model(ids).last_hidden_state
+    torch.testing.assert_close(model(padded).last_hidden_state[:, :6], alone, atol=1e-5, rtol=0)
+    if positional != "none":  # the scheme is in use: removing it changes the output
+        plain = copy.deepcopy(model)
+        plain.embeddings.absolute = None
+        for layer in plain.layers:
+            layer.self_attn.rotary = layer.self_attn.score_bias = None
+        assert not torch.allclose(plain(ids).last_hidden_state, alone, atol=1e-6)
+
+
+def test_saving_another_scheme_as_bert_is_refused(tmp_path):
+    from attnkit.interop import save_pretrained
+
+    with pytest.raises(ValueError, match="BERT format needs positional='learned'"):
+        save_pretrained(BertModel(config(positional="rotary")), tmp_path)

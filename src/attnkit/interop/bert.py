@@ -81,7 +81,11 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> BertConfig:
 
 
 def config_to_hf(config: BertConfig, task: str) -> dict[str, Any]:
-    """The ``config.json`` of a BERT model for ``task``."""
+    """The ``config.json`` of a BERT model for ``task`` (learned positions only)."""
+    if config.positional != "learned":
+        raise ValueError(
+            f"BERT format needs positional='learned'; this model has {config.positional!r}"
+        )
     return {
         "model_type": MODEL_TYPE,
         "architectures": [_HF_ARCHITECTURE[task]],

@@ -14,15 +14,23 @@ names so that checkpoints and habits carry over:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.models.outputs import ModelOutput
-from attnkit.nn import Dropout, FeedForward, MultiHeadAttention, TransformerEncoderLayer
+from attnkit.nn import (
+    Dropout,
+    FeedForward,
+    MultiHeadAttention,
+    PositionScheme,
+    TransformerEncoderLayer,
+    position_scheme,
+)
 from attnkit.nn.layers.feedforward import ACTIVATIONS
+from attnkit.nn.position import POSITIONAL_KINDS
 
 __all__ = [
     "BertConfig",
@@ -53,6 +61,9 @@ class BertConfig:
         num_labels: outputs of the classification heads.
         classifier_dropout: dropout before classification heads (default ``dropout``).
         init_std: standard deviation of the normal initialisation.
+        positional: ``"learned"`` (BERT's own table) or any other scheme of
+            :func:`attnkit.nn.position_scheme` (bidirectional); ``position_options``
+            its settings.
     """
 
     vocab_size: int = 30522
@@ -70,8 +81,14 @@ class BertConfig:
     num_labels: int = 2
     classifier_dropout: float | None = None
     init_std: float = 0.02
+    positional: str = "learned"
+    position_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.positional not in POSITIONAL_KINDS:
+            raise ValueError(
+                f"positional must be one of {POSITIONAL_KINDS}; got {self.positional!r}"
+            )
         for name in ("vocab_size", "max_len", "d_model", "num_heads", "num_layers", "d_ff"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
@@ -104,13 +121,19 @@ class EncoderOutput:
 
 
 class BertEmbeddings(nn.Module):
-    """``LayerNorm(word + position + token_type)`` then dropout: ``(B, T)`` -> ``(B, T, D)``."""
+    """``LayerNorm(word + position + token_type)`` then dropout: ``(B, T)`` -> ``(B, T, D)``.
 
-    def __init__(self, config: BertConfig) -> None:
+    ``absolute`` replaces BERT's learned position table by another absolute
+    scheme; with rotary / bias schemes there is no position term here at all.
+    """
+
+    def __init__(self, config: BertConfig, absolute: nn.Module | None = None) -> None:
         super().__init__()
         self.config = config
         self.word = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_id)
-        self.position = nn.Embedding(config.max_len, config.d_model)
+        learned = config.positional == "learned"
+        self.position = nn.Embedding(config.max_len, config.d_model) if learned else None
+        self.absolute = absolute
         self.token_type = nn.Embedding(config.type_vocab_size, config.d_model)
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.dropout)
@@ -119,8 +142,11 @@ class BertEmbeddings(nn.Module):
         length = input_ids.size(1)
         if length > self.config.max_len:
             raise ValueError(f"sequence of {length} tokens exceeds max_len={self.config.max_len}")
-        positions = torch.arange(length, device=input_ids.device)
-        x = self.word(input_ids) + self.position(positions)
+        x = self.word(input_ids)
+        if self.position is not None:
+            x = x + self.position(torch.arange(length, device=input_ids.device))
+        elif self.absolute is not None:
+            x = self.absolute(x)
         if token_type_ids is None:
             x = x + self.token_type.weight[0]
         else:
@@ -154,8 +180,9 @@ class BertModel(nn.Module):
     def __init__(self, config: BertConfig, *, pooler: bool = True) -> None:
         super().__init__()
         self.config = config
-        self.embeddings = BertEmbeddings(config)
-        self.layers = nn.ModuleList(_layer(config) for _ in range(config.num_layers))
+        scheme = _scheme(config)
+        self.embeddings = BertEmbeddings(config, scheme.absolute)
+        self.layers = nn.ModuleList(_layer(config, scheme) for _ in range(config.num_layers))
         self.pooler = nn.Linear(config.d_model, config.d_model) if pooler else None
         self.apply(lambda module: _init(module, config.init_std))
 
@@ -196,8 +223,28 @@ class BertModel(nn.Module):
         return EncoderOutput(x, pooled, hidden_states, attentions)
 
 
-def _layer(config: BertConfig) -> TransformerEncoderLayer:
-    attention = MultiHeadAttention(config.d_model, config.num_heads, config.attention_dropout)
+def _scheme(config: BertConfig) -> PositionScheme:
+    """The bidirectional scheme (BERT's own learned table needs none from the factory)."""
+    kind = "none" if config.positional == "learned" else config.positional
+    return position_scheme(
+        kind,
+        d_model=config.d_model,
+        num_heads=config.num_heads,
+        head_dim=config.d_model // config.num_heads,
+        max_len=config.max_len,
+        causal=False,
+        options=config.position_options,
+    )
+
+
+def _layer(config: BertConfig, scheme: PositionScheme) -> TransformerEncoderLayer:
+    attention = MultiHeadAttention(
+        config.d_model,
+        config.num_heads,
+        config.attention_dropout,
+        rotary=scheme.rotary,
+        score_bias=scheme.score_bias,
+    )
     return TransformerEncoderLayer(
         config.d_model,
         config.num_heads,
