@@ -151,8 +151,12 @@ def tiny_t5(**overrides) -> T5:
     return T5(T5Config(**{**values, **overrides})).eval()
 
 
-def test_cached_decoding_equals_the_full_decoder():
-    model = tiny_t5()
+@pytest.mark.parametrize(
+    ("positional", "options"),
+    [("t5", {}), ("rotary", {}), ("alibi", {}), ("learned", {"max_len": 32}), ("none", {})],
+)
+def test_cached_decoding_equals_the_full_decoder(positional, options):
+    model = tiny_t5(positional=positional, position_options=options)
     src = torch.randint(2, 40, (2, 7))
     tgt = torch.randint(2, 40, (2, 6))
     memory = model.encode(src)
@@ -249,3 +253,8 @@ def test_span_corruption_batch_is_padded_and_seeded():
         SpanCorruptionCollator(99, noise_density=0.0)
     with pytest.raises(ValueError, match="at least 2 tokens"):
         SpanCorruptionCollator(99).corrupt(torch.tensor([5]))
+
+
+def test_other_schemes_are_not_saved_as_t5(tmp_path):
+    with pytest.raises(ValueError, match="T5 format needs positional='t5'"):
+        save_pretrained(tiny_t5(positional="alibi"), tmp_path)

@@ -52,6 +52,8 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> T5Config:
 
 
 def config_to_hf(config: T5Config) -> dict[str, Any]:
+    if config.positional != "t5":
+        raise ValueError(f"T5 format needs positional='t5'; this model has {config.positional!r}")
     if config.activation not in _HF_FEED_FORWARD:
         raise ValueError(
             f"T5 format needs activation in {sorted(_HF_FEED_FORWARD)}; got {config.activation!r}"

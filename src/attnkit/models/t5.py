@@ -20,7 +20,7 @@ encoder-decoder model, so :mod:`attnkit.generation` decodes it with the KV cache
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -33,13 +33,16 @@ from attnkit.nn import (
     Dropout,
     FeedForward,
     MultiHeadAttention,
+    PositionScheme,
     RMSNorm,
     T5RelativePositionBias,
     TransformerDecoder,
     TransformerDecoderLayer,
     TransformerEncoder,
     TransformerEncoderLayer,
+    position_scheme,
 )
+from attnkit.nn.position import POSITIONAL_KINDS
 
 __all__ = ["T5", "Seq2SeqOutput", "T5Config", "shift_right"]
 
@@ -64,6 +67,10 @@ class T5Config:
             the output layer (T5 v1.0); default: when embeddings are tied.
         pad_id, eos_id, decoder_start_id: special ids (0, 1, 0 in T5).
         init_factor: T5's initialisation factor (1.0).
+        positional: ``"t5"`` (bucketed bias from ``num_buckets``/``max_distance``)
+            or any other scheme of :func:`attnkit.nn.position_scheme`, with
+            ``position_options`` (e.g. T5 with rotary or ALiBi for an ablation;
+            learned and sinusoidal tables take ``max_len``, default 512).
     """
 
     vocab_size: int = 32128
@@ -84,8 +91,14 @@ class T5Config:
     eos_id: int = 1
     decoder_start_id: int = 0
     init_factor: float = 1.0
+    positional: str = "t5"
+    position_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.positional not in POSITIONAL_KINDS:
+            raise ValueError(
+                f"positional must be one of {POSITIONAL_KINDS}; got {self.positional!r}"
+            )
         for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
@@ -134,13 +147,16 @@ def shift_right(labels: Tensor, start_id: int, pad_id: int) -> Tensor:
     return shifted.masked_fill(shifted == IGNORE_INDEX, pad_id)
 
 
-def _attention(config: T5Config, bias: T5RelativePositionBias | None) -> MultiHeadAttention:
+def _attention(
+    config: T5Config, bias: nn.Module | None, rotary: nn.Module | None
+) -> MultiHeadAttention:
     return MultiHeadAttention(
         config.d_model,
         config.num_heads,
         config.dropout,
         bias=False,
         head_dim=config.d_kv,
+        rotary=rotary,
         score_bias=bias,
         scale=1.0,
     )
@@ -167,12 +183,13 @@ class T5(nn.Module):
         super().__init__()
         self.config = config
         self.shared = nn.Embedding(config.vocab_size, config.d_model)
-        self.encoder_bias = T5RelativePositionBias(
-            config.num_heads, config.num_buckets, config.max_distance, bidirectional=True
-        )
-        self.decoder_bias = T5RelativePositionBias(
-            config.num_heads, config.num_buckets, config.max_distance, bidirectional=False
-        )
+        encoder_scheme, decoder_scheme = self._scheme(causal=False), self._scheme(causal=True)
+        # One bias / rotary per stack, shared by its layers; absolute tables (if any)
+        # are added to the embeddings.
+        self.encoder_bias, self.decoder_bias = encoder_scheme.score_bias, decoder_scheme.score_bias
+        self.encoder_rotary, self.decoder_rotary = encoder_scheme.rotary, decoder_scheme.rotary
+        self.encoder_positions = encoder_scheme.absolute
+        self.decoder_positions = decoder_scheme.absolute
         self.encoder = TransformerEncoder(
             [self._encoder_layer() for _ in range(config.num_layers)],
             norm=RMSNorm(config.d_model, config.layer_norm_eps),
@@ -187,6 +204,21 @@ class T5(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.shared.weight
 
+    def _scheme(self, *, causal: bool) -> PositionScheme:
+        c = self.config
+        options = dict(c.position_options)
+        if c.positional == "t5":
+            options = {"num_buckets": c.num_buckets, "max_distance": c.max_distance, **options}
+        return position_scheme(
+            c.positional,
+            d_model=c.d_model,
+            num_heads=c.num_heads,
+            head_dim=c.d_kv,
+            max_len=options.pop("max_len", 512) if c.positional in ("learned", "sinusoidal") else 1,
+            causal=causal,
+            options=options,
+        )
+
     def _encoder_layer(self) -> TransformerEncoderLayer:
         c = self.config
         return TransformerEncoderLayer(
@@ -194,7 +226,7 @@ class T5(nn.Module):
             c.num_heads,
             c.d_ff,
             activation=c.activation,
-            self_attention=_attention(c, self.encoder_bias),
+            self_attention=_attention(c, self.encoder_bias, self.encoder_rotary),
             feed_forward=_feed_forward(c),
             **_layer_options(c),
         )
@@ -206,8 +238,8 @@ class T5(nn.Module):
             c.num_heads,
             c.d_ff,
             activation=c.activation,
-            self_attention=_attention(c, self.decoder_bias),
-            cross_attention=_attention(c, None),
+            self_attention=_attention(c, self.decoder_bias, self.decoder_rotary),
+            cross_attention=_attention(c, None, None),
             feed_forward=_feed_forward(c),
             **_layer_options(c),
         )
@@ -245,7 +277,10 @@ class T5(nn.Module):
         self._check_ids("input_ids", src)
         if src_mask is None:
             src_mask = create_padding_mask(src, self.config.pad_id)
-        x = self.dropout(self.shared(src))
+        x = self.shared(src)
+        if self.encoder_positions is not None:
+            x = self.encoder_positions(x)
+        x = self.dropout(x)
         out = self.encoder(x, src_mask, need_weights=need_weights)
         if need_weights:
             hidden, weights = out
@@ -264,7 +299,10 @@ class T5(nn.Module):
     ) -> Tensor | tuple[Tensor, list[Tensor], list[Tensor]]:
         """Causal decoder states ``(B, T, D)`` for ``tgt (B, T)`` over ``memory (B, S, D)``."""
         self._check_ids("decoder_input_ids", tgt)
-        x = self.dropout(self.shared(tgt))
+        x = self.shared(tgt)
+        if self.decoder_positions is not None:
+            x = self.decoder_positions(x, 0 if cache is None else cache.length)
+        x = self.dropout(x)
         out = self.decoder(
             x,
             memory,
