@@ -2,6 +2,7 @@
 
 from attnkit.functional.attention import (
     AttentionBackend,
+    attention_weights,
     available_backends,
     register_backend,
     scaled_dot_product_attention,
@@ -20,6 +21,7 @@ from attnkit.functional.masks import (
 
 __all__ = [
     "AttentionBackend",
+    "attention_weights",
     "available_backends",
     "chunked_attention",
     "combine_masks",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from attnkit.functional.backends import attention_weights as _attention_weights
 from attnkit.functional.backends import fused_attention, math_attention
 from attnkit.functional.chunked import chunked_attention
 from attnkit.functional.masks import CausalAlignment
@@ -23,6 +24,7 @@ BackendFn = Callable[..., tuple[Tensor, Tensor | None]]
 
 __all__ = [
     "AttentionBackend",
+    "attention_weights",
     "available_backends",
     "register_backend",
     "scaled_dot_product_attention",
@@ -242,4 +244,31 @@ def scaled_dot_product_attention(
         dropout_p=float(dropout_p),
         scale=float(scale),
         need_weights=need_weights,
+    )
+
+
+def attention_weights(
+    query: Tensor,
+    key: Tensor,
+    attn_mask: Tensor | None = None,
+    *,
+    attn_bias: Tensor | None = None,
+    is_causal: bool | str = False,
+    scale: float | None = None,
+) -> Tensor:
+    """The attention distribution ``softmax(Q K^T * scale + attn_bias)``, masked.
+
+    For attention that needs the weights themselves (relative positions that
+    also enter the values, analysis). Arguments as for
+    :func:`scaled_dot_product_attention`; ``query (B, H, Tq, D)``, ``key
+    (B, Hkv, Tk, D)``. Returns ``(B, H, Tq, Tk)`` in float32 for float16/bfloat16
+    inputs (else the input dtype); masked keys have weight 0 and a row with no
+    visible key is all zeros.
+    """
+    _check_qkv(query, key, key)
+    attn_mask, attn_bias = _check_mask_and_bias(attn_mask, attn_bias, query, key)
+    causal = _causal_alignment(is_causal)
+    scale = 1.0 / math.sqrt(query.size(-1)) if scale is None else float(scale)
+    return _attention_weights(
+        query, key, mask=attn_mask, bias=attn_bias, causal=causal, scale=scale
     )

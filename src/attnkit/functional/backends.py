@@ -96,12 +96,31 @@ def math_attention(
     Scores and softmax are computed in float32 for float16/bfloat16 inputs.
     The returned weights are the attention distribution before dropout.
     """
-    n_rep = query.size(1) // key.size(1)
+    weights = attention_weights(query, key, mask=mask, bias=bias, causal=causal, scale=scale)
+    v = repeat_kv(value, query.size(1) // value.size(1)).to(weights.dtype)
+    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    out = (dropped @ v).to(query.dtype)
+    return out, (weights.to(query.dtype) if need_weights else None)
+
+
+def attention_weights(
+    query: Tensor,
+    key: Tensor,
+    *,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: CausalAlignment | None,
+    scale: float,
+) -> Tensor:
+    """``softmax(Q K^T * scale + bias)`` over the visible keys, ``(B, H, Tq, Tk)``.
+
+    Computed in float32 for float16/bfloat16 inputs (returned in that compute
+    dtype). Masked keys get exactly zero weight; a row with no visible key is
+    all zeros.
+    """
     dtype = compute_dtype(query.dtype)
     q = query.to(dtype)
-    k = repeat_kv(key, n_rep).to(dtype)
-    v = repeat_kv(value, n_rep).to(dtype)
-
+    k = repeat_kv(key, query.size(1) // key.size(1)).to(dtype)
     scores = (q @ k.transpose(-2, -1)) * scale
     if bias is not None:
         scores = (scores + bias.to(dtype)).clamp_min(torch.finfo(dtype).min)
@@ -116,6 +135,4 @@ def math_attention(
     if mask is not None:
         # Exact zeros where masked; a row with no visible key becomes all zeros.
         weights = weights.masked_fill(~mask, 0.0)
-    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
-    out = (dropped @ v).to(query.dtype)
-    return out, (weights.to(query.dtype) if need_weights else None)
+    return weights

@@ -3,6 +3,7 @@
 from attnkit.nn.attention import (
     MultiHeadAttention,
     QueryKeyTransform,
+    RelativePositionAttention,
     ScaledDotProductAttention,
     ScoreBias,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "PositionwiseFeedForward",
     "QueryKeyTransform",
     "RMSNorm",
+    "RelativePositionAttention",
     "RotaryEmbedding",
     "ScaledDotProductAttention",
     "ScoreBias",

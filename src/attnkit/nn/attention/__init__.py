@@ -1,6 +1,14 @@
 """Attention modules."""
 
 from attnkit.nn.attention.multihead import MultiHeadAttention, QueryKeyTransform, ScoreBias
+from attnkit.nn.attention.relative import RelativePositionAttention, relative_buckets
 from attnkit.nn.attention.scaled_dot_product import ScaledDotProductAttention
 
-__all__ = ["MultiHeadAttention", "QueryKeyTransform", "ScaledDotProductAttention", "ScoreBias"]
+__all__ = [
+    "MultiHeadAttention",
+    "QueryKeyTransform",
+    "RelativePositionAttention",
+    "ScaledDotProductAttention",
+    "ScoreBias",
+    "relative_buckets",
+]
