@@ -167,7 +167,7 @@ def test_collator_bad_arguments_are_named():
         MaskedLMCollator(10, 3)(torch.zeros(2, 3))
 
 
-@pytest.mark.parametrize("positional", ["sinusoidal", "rotary", "alibi", "t5", "none"])
+@pytest.mark.parametrize("positional", ["sinusoidal", "rotary", "alibi", "t5", "relative", "none"])
 def test_other_positional_schemes_by_config(positional):
     model = BertModel(config(positional=positional)).eval()
     assert (model.embeddings.position is None) and model.layers[0].self_attn is not None
@@ -180,6 +180,9 @@ def test_other_positional_schemes_by_config(positional):
         plain.embeddings.absolute = None
         for layer in plain.layers:
             layer.self_attn.rotary = layer.self_attn.score_bias = None
+            if positional == "relative":
+                torch.nn.init.zeros_(layer.self_attn.relative_key.weight)
+                torch.nn.init.zeros_(layer.self_attn.relative_value.weight)
         assert not torch.allclose(plain(ids).last_hidden_state, alone, atol=1e-6)
 
 

@@ -24,6 +24,7 @@ LAYOUTS = {
     "alibi": {"positional": "alibi", "num_heads": 4, "num_kv_heads": 1},
     "t5_bias": {"positional": "t5", "position_options": {"num_buckets": 8, "max_distance": 16}},
     "sinusoidal": {"positional": "sinusoidal"},
+    "shaw": {"positional": "relative", "position_options": {"max_relative_position": 4}},
 }
 
 

@@ -153,7 +153,14 @@ def tiny_t5(**overrides) -> T5:
 
 @pytest.mark.parametrize(
     ("positional", "options"),
-    [("t5", {}), ("rotary", {}), ("alibi", {}), ("learned", {"max_len": 32}), ("none", {})],
+    [
+        ("t5", {}),
+        ("rotary", {}),
+        ("alibi", {}),
+        ("learned", {"max_len": 32}),
+        ("relative", {"max_relative_position": 4}),
+        ("none", {}),
+    ],
 )
 def test_cached_decoding_equals_the_full_decoder(positional, options):
     model = tiny_t5(positional=positional, position_options=options)

@@ -234,6 +234,7 @@ def test_bad_token_inputs_are_rejected():
         ("t5", {"num_buckets": 8, "max_distance": 16}),
         ("none", {}),
         ("learned", {}),
+        ("relative", {"max_relative_position": 3}),
     ],
 )
 def test_every_positional_scheme_decodes_with_the_cache_as_in_full(positional, options):

@@ -24,7 +24,6 @@ from attnkit.models.outputs import ModelOutput
 from attnkit.nn import (
     Dropout,
     FeedForward,
-    MultiHeadAttention,
     PositionScheme,
     TransformerEncoderLayer,
     position_scheme,
@@ -238,13 +237,7 @@ def _scheme(config: BertConfig) -> PositionScheme:
 
 
 def _layer(config: BertConfig, scheme: PositionScheme) -> TransformerEncoderLayer:
-    attention = MultiHeadAttention(
-        config.d_model,
-        config.num_heads,
-        config.attention_dropout,
-        rotary=scheme.rotary,
-        score_bias=scheme.score_bias,
-    )
+    attention = scheme.self_attention(config.d_model, config.num_heads, config.attention_dropout)
     return TransformerEncoderLayer(
         config.d_model,
         config.num_heads,

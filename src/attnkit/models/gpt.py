@@ -26,7 +26,6 @@ from attnkit.models.outputs import ModelOutput
 from attnkit.nn import (
     Dropout,
     KVCacheStack,
-    MultiHeadAttention,
     PositionScheme,
     TransformerEncoderLayer,
     make_norm,
@@ -282,14 +281,12 @@ def _block(config: GPTConfig, scheme: PositionScheme) -> TransformerEncoderLayer
     attention_dropout = (
         config.dropout if config.attention_dropout is None else config.attention_dropout
     )
-    attention = MultiHeadAttention(
+    attention = scheme.self_attention(
         config.d_model,
         config.num_heads,
         attention_dropout,
         num_kv_heads=config.num_kv_heads,
         bias=config.bias,
-        rotary=scheme.rotary,
-        score_bias=scheme.score_bias,
     )
     return TransformerEncoderLayer(
         config.d_model,

@@ -147,19 +147,11 @@ def shift_right(labels: Tensor, start_id: int, pad_id: int) -> Tensor:
     return shifted.masked_fill(shifted == IGNORE_INDEX, pad_id)
 
 
-def _attention(
-    config: T5Config, bias: nn.Module | None, rotary: nn.Module | None
-) -> MultiHeadAttention:
-    return MultiHeadAttention(
-        config.d_model,
-        config.num_heads,
-        config.dropout,
-        bias=False,
-        head_dim=config.d_kv,
-        rotary=rotary,
-        score_bias=bias,
-        scale=1.0,
-    )
+def _attention(config: T5Config, scheme: PositionScheme | None) -> MultiHeadAttention:
+    """Self-attention with the stack's scheme, or plain cross-attention (``scheme=None``)."""
+    scheme = scheme or PositionScheme("none")
+    options = {"bias": False, "head_dim": config.d_kv, "scale": 1.0}
+    return scheme.self_attention(config.d_model, config.num_heads, config.dropout, **options)
 
 
 def _feed_forward(config: T5Config) -> FeedForward:
@@ -183,13 +175,14 @@ class T5(nn.Module):
         super().__init__()
         self.config = config
         self.shared = nn.Embedding(config.vocab_size, config.d_model)
-        encoder_scheme, decoder_scheme = self._scheme(causal=False), self._scheme(causal=True)
+        self.encoder_scheme = self._scheme(causal=False)
+        self.decoder_scheme = self._scheme(causal=True)
         # One bias / rotary per stack, shared by its layers; absolute tables (if any)
         # are added to the embeddings.
-        self.encoder_bias, self.decoder_bias = encoder_scheme.score_bias, decoder_scheme.score_bias
-        self.encoder_rotary, self.decoder_rotary = encoder_scheme.rotary, decoder_scheme.rotary
-        self.encoder_positions = encoder_scheme.absolute
-        self.decoder_positions = decoder_scheme.absolute
+        self.encoder_bias = self.encoder_scheme.score_bias
+        self.decoder_bias = self.decoder_scheme.score_bias
+        self.encoder_positions = self.encoder_scheme.absolute
+        self.decoder_positions = self.decoder_scheme.absolute
         self.encoder = TransformerEncoder(
             [self._encoder_layer() for _ in range(config.num_layers)],
             norm=RMSNorm(config.d_model, config.layer_norm_eps),
@@ -226,7 +219,7 @@ class T5(nn.Module):
             c.num_heads,
             c.d_ff,
             activation=c.activation,
-            self_attention=_attention(c, self.encoder_bias, self.encoder_rotary),
+            self_attention=_attention(c, self.encoder_scheme),
             feed_forward=_feed_forward(c),
             **_layer_options(c),
         )
@@ -238,8 +231,8 @@ class T5(nn.Module):
             c.num_heads,
             c.d_ff,
             activation=c.activation,
-            self_attention=_attention(c, self.decoder_bias, self.decoder_rotary),
-            cross_attention=_attention(c, None, None),
+            self_attention=_attention(c, self.decoder_scheme),
+            cross_attention=_attention(c, None),
             feed_forward=_feed_forward(c),
             **_layer_options(c),
         )

@@ -91,13 +91,7 @@ class TransformerAttention:
 
 def _self_attention(config: TransformerConfig, scheme: PositionScheme) -> MultiHeadAttention:
     dropout = config.dropout if config.attention_dropout is None else config.attention_dropout
-    return MultiHeadAttention(
-        config.d_model,
-        config.num_heads,
-        dropout,
-        rotary=scheme.rotary,
-        score_bias=scheme.score_bias,
-    )
+    return scheme.self_attention(config.d_model, config.num_heads, dropout)
 
 
 def _layer_options(config: TransformerConfig) -> dict:

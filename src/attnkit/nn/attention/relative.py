@@ -82,10 +82,10 @@ class RelativePositionAttention(MultiHeadAttention):
         attn_bias: Tensor | None = None,
         positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Shapes as :meth:`MultiHeadAttention.forward`; ``positions`` must be ``None``
-        (relative distances need no absolute positions)."""
-        if positions is not None:
-            raise ValueError("RelativePositionAttention takes no positions (distances suffice)")
+        """Shapes as :meth:`MultiHeadAttention.forward`. ``positions`` are not needed:
+        distances between the tokens of one sequence do not change when it is
+        left-padded (the padding is masked)."""
+        del positions
         key = query if key is None else key
         value = key if value is None else value
         self._check_inputs(query, key, value)

@@ -5,7 +5,11 @@ A scheme is up to three parts, each optional:
 - ``absolute``: a table added to the token embeddings (sinusoidal, learned);
   called as ``absolute(x, offset, positions)``;
 - ``rotary``: a :class:`~attnkit.nn.QueryKeyTransform` for self-attention;
-- ``score_bias``: a :class:`~attnkit.nn.ScoreBias` for self-attention (ALiBi, T5).
+- ``score_bias``: a :class:`~attnkit.nn.ScoreBias` for self-attention (ALiBi, T5);
+- ``relative``: Shaw et al.'s clipping distance, which needs its own attention
+  module (:class:`~attnkit.nn.RelativePositionAttention`).
+
+:meth:`PositionScheme.self_attention` builds the right self-attention module.
 
 A model builds one scheme per stack (``causal=True`` for decoders) and hands
 ``rotary`` / ``score_bias`` to every self-attention module of that stack, so
@@ -19,6 +23,7 @@ from typing import Any
 
 from torch import nn
 
+from attnkit.nn.attention import MultiHeadAttention, RelativePositionAttention
 from attnkit.nn.position.alibi import ALiBi
 from attnkit.nn.position.learned import LearnedPositionalEncoding
 from attnkit.nn.position.rotary import RotaryEmbedding
@@ -27,10 +32,11 @@ from attnkit.nn.position.t5_bias import T5RelativePositionBias
 
 __all__ = ["POSITIONAL_KINDS", "PositionScheme", "position_scheme"]
 
-POSITIONAL_KINDS = ("sinusoidal", "learned", "rotary", "alibi", "t5", "none")
+POSITIONAL_KINDS = ("sinusoidal", "learned", "rotary", "alibi", "t5", "relative", "none")
 _OPTIONS = {
     "rotary": {"base", "scaling", "factor"},
     "t5": {"num_buckets", "max_distance"},
+    "relative": {"max_relative_position"},
 }
 
 
@@ -42,6 +48,20 @@ class PositionScheme:
     absolute: nn.Module | None = None
     rotary: nn.Module | None = None
     score_bias: nn.Module | None = None
+    relative: int | None = None
+
+    def self_attention(
+        self, d_model: int, num_heads: int, dropout: float = 0.0, **options: Any
+    ) -> MultiHeadAttention:
+        """A self-attention module carrying this scheme (``options``: as for
+        :class:`~attnkit.nn.MultiHeadAttention`, e.g. ``bias``, ``head_dim``, ``scale``)."""
+        if self.relative is not None:
+            return RelativePositionAttention(
+                d_model, num_heads, dropout, max_relative_position=self.relative, **options
+            )
+        return MultiHeadAttention(
+            d_model, num_heads, dropout, rotary=self.rotary, score_bias=self.score_bias, **options
+        )
 
 
 def position_scheme(
@@ -84,4 +104,6 @@ def position_scheme(
     if kind == "t5":
         bias = T5RelativePositionBias(num_heads, bidirectional=not causal, **options)
         return PositionScheme(kind, score_bias=bias)
+    if kind == "relative":
+        return PositionScheme(kind, relative=options.get("max_relative_position", 32))
     return PositionScheme(kind)
