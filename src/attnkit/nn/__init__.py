@@ -6,6 +6,7 @@ from attnkit.nn.attention import (
     RelativePositionAttention,
     ScaledDotProductAttention,
     ScoreBias,
+    SlidingWindowAttention,
 )
 from attnkit.nn.kv_cache import KVCache, KVCacheStack, StaticKVCache
 from attnkit.nn.layers import (
@@ -54,6 +55,7 @@ __all__ = [
     "RotaryEmbedding",
     "ScaledDotProductAttention",
     "ScoreBias",
+    "SlidingWindowAttention",
     "StaticKVCache",
     "T5RelativePositionBias",
     "TransformerDecoder",

@@ -1,5 +1,6 @@
 """Attention modules."""
 
+from attnkit.nn.attention.local import SlidingWindowAttention
 from attnkit.nn.attention.multihead import MultiHeadAttention, QueryKeyTransform, ScoreBias
 from attnkit.nn.attention.relative import RelativePositionAttention, relative_buckets
 from attnkit.nn.attention.scaled_dot_product import ScaledDotProductAttention
@@ -10,5 +11,6 @@ __all__ = [
     "RelativePositionAttention",
     "ScaledDotProductAttention",
     "ScoreBias",
+    "SlidingWindowAttention",
     "relative_buckets",
 ]
