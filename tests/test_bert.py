@@ -191,3 +191,15 @@ def test_saving_another_scheme_as_bert_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="BERT format needs positional='learned'"):
         save_pretrained(BertModel(config(positional="rotary")), tmp_path)
+
+
+def test_sliding_window_attention_by_config():
+    model = BertModel(config(positional="rotary", attention="sliding_window",
+                             attention_options={"window": 2})).eval()  # fmt: skip
+    ids = torch.randint(1, 50, (2, 9))
+    out = model(ids, output_attentions=True)
+    weights = out.attentions[0]
+    assert weights[:, :, 0, 3:].abs().max() == 0  # beyond two positions: not attended
+    assert model(ids).last_hidden_state.shape == (2, 9, 32)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        BertModel(config(attention="sparse?"))

@@ -25,6 +25,11 @@ LAYOUTS = {
     "t5_bias": {"positional": "t5", "position_options": {"num_buckets": 8, "max_distance": 16}},
     "sinusoidal": {"positional": "sinusoidal"},
     "shaw": {"positional": "relative", "position_options": {"max_relative_position": 4}},
+    "local": {
+        "positional": "rotary",
+        "attention": "sliding_window",
+        "attention_options": {"window": 3},
+    },
 }
 
 

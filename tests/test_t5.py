@@ -160,10 +160,17 @@ def tiny_t5(**overrides) -> T5:
         ("learned", {"max_len": 32}),
         ("relative", {"max_relative_position": 4}),
         ("none", {}),
+        ("window", {}),
     ],
 )
 def test_cached_decoding_equals_the_full_decoder(positional, options):
-    model = tiny_t5(positional=positional, position_options=options)
+    variant = {}
+    if positional == "window":  # local attention with T5's bias
+        positional, variant = (
+            "t5",
+            {"attention": "sliding_window", "attention_options": {"window": 2}},
+        )
+    model = tiny_t5(positional=positional, position_options=options, **variant)
     src = torch.randint(2, 40, (2, 7))
     tgt = torch.randint(2, 40, (2, 6))
     memory = model.encode(src)

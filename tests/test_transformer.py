@@ -235,9 +235,14 @@ def test_bad_token_inputs_are_rejected():
         ("none", {}),
         ("learned", {}),
         ("relative", {"max_relative_position": 3}),
+        ("sliding_window", {}),
     ],
 )
 def test_every_positional_scheme_decodes_with_the_cache_as_in_full(positional, options):
+    variant = {}
+    if positional == "sliding_window":  # local attention with rotary positions
+        positional, variant = "rotary", {"attention": "sliding_window",
+                                         "attention_options": {"window": 2}}  # fmt: skip
     model = Transformer(
         vocab_size=30,
         d_model=16,
@@ -248,6 +253,7 @@ def test_every_positional_scheme_decodes_with_the_cache_as_in_full(positional, o
         positional=positional,
         position_options=options,
         norm_first=True,
+        **variant,
     ).eval()
     src, tgt = torch.randint(3, 30, (2, 7)), torch.randint(3, 30, (2, 6))
     memory = model.encode(src)

@@ -26,6 +26,7 @@ from attnkit.nn import (
     FeedForward,
     PositionScheme,
     TransformerEncoderLayer,
+    build_self_attention,
     position_scheme,
 )
 from attnkit.nn.layers.feedforward import ACTIVATIONS
@@ -63,6 +64,9 @@ class BertConfig:
         positional: ``"learned"`` (BERT's own table) or any other scheme of
             :func:`attnkit.nn.position_scheme` (bidirectional); ``position_options``
             its settings.
+        attention, attention_options: the self-attention variant
+            (``"dense"`` or ``"sliding_window"`` with ``window``; see
+            :func:`attnkit.nn.build_self_attention`).
     """
 
     vocab_size: int = 30522
@@ -82,6 +86,8 @@ class BertConfig:
     init_std: float = 0.02
     positional: str = "learned"
     position_options: dict = field(default_factory=dict)
+    attention: str = "dense"
+    attention_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.positional not in POSITIONAL_KINDS:
@@ -237,7 +243,14 @@ def _scheme(config: BertConfig) -> PositionScheme:
 
 
 def _layer(config: BertConfig, scheme: PositionScheme) -> TransformerEncoderLayer:
-    attention = scheme.self_attention(config.d_model, config.num_heads, config.attention_dropout)
+    attention = build_self_attention(
+        config.attention,
+        config.d_model,
+        config.num_heads,
+        config.attention_dropout,
+        scheme=scheme,
+        options=config.attention_options,
+    )
     return TransformerEncoderLayer(
         config.d_model,
         config.num_heads,

@@ -28,6 +28,7 @@ from attnkit.nn import (
     KVCacheStack,
     PositionScheme,
     TransformerEncoderLayer,
+    build_self_attention,
     make_norm,
     position_scheme,
 )
@@ -57,6 +58,9 @@ class GPTConfig:
             :class:`attnkit.nn.RotaryEmbedding`).
         position_options: other settings of the scheme (T5: ``num_buckets``,
             ``max_distance``).
+        attention, attention_options: the self-attention variant
+            (``"dense"`` or ``"sliding_window"`` with ``window``; see
+            :func:`attnkit.nn.build_self_attention`).
         bias: biases in projections and norms.
         tie_embeddings: the output layer shares the token embedding matrix.
         init_std: standard deviation of the normal initialisation; residual
@@ -80,6 +84,8 @@ class GPTConfig:
     rope_scaling: str = "none"
     rope_factor: float = 1.0
     position_options: dict = field(default_factory=dict)
+    attention: str = "dense"
+    attention_options: dict = field(default_factory=dict)
     bias: bool = True
     tie_embeddings: bool = True
     init_std: float = 0.02
@@ -281,10 +287,13 @@ def _block(config: GPTConfig, scheme: PositionScheme) -> TransformerEncoderLayer
     attention_dropout = (
         config.dropout if config.attention_dropout is None else config.attention_dropout
     )
-    attention = scheme.self_attention(
+    attention = build_self_attention(
+        config.attention,
         config.d_model,
         config.num_heads,
         attention_dropout,
+        scheme=scheme,
+        options=config.attention_options,
         num_kv_heads=config.num_kv_heads,
         bias=config.bias,
     )

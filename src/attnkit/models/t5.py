@@ -40,6 +40,7 @@ from attnkit.nn import (
     TransformerDecoderLayer,
     TransformerEncoder,
     TransformerEncoderLayer,
+    build_self_attention,
     position_scheme,
 )
 from attnkit.nn.position import POSITIONAL_KINDS
@@ -71,6 +72,9 @@ class T5Config:
             or any other scheme of :func:`attnkit.nn.position_scheme`, with
             ``position_options`` (e.g. T5 with rotary or ALiBi for an ablation;
             learned and sinusoidal tables take ``max_len``, default 512).
+        attention, attention_options: the self-attention variant
+            (``"dense"`` or ``"sliding_window"`` with ``window``; see
+            :func:`attnkit.nn.build_self_attention`).
     """
 
     vocab_size: int = 32128
@@ -93,6 +97,8 @@ class T5Config:
     init_factor: float = 1.0
     positional: str = "t5"
     position_options: dict = field(default_factory=dict)
+    attention: str = "dense"
+    attention_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.positional not in POSITIONAL_KINDS:
@@ -149,9 +155,18 @@ def shift_right(labels: Tensor, start_id: int, pad_id: int) -> Tensor:
 
 def _attention(config: T5Config, scheme: PositionScheme | None) -> MultiHeadAttention:
     """Self-attention with the stack's scheme, or plain cross-attention (``scheme=None``)."""
-    scheme = scheme or PositionScheme("none")
     options = {"bias": False, "head_dim": config.d_kv, "scale": 1.0}
-    return scheme.self_attention(config.d_model, config.num_heads, config.dropout, **options)
+    if scheme is None:
+        return MultiHeadAttention(config.d_model, config.num_heads, config.dropout, **options)
+    return build_self_attention(
+        config.attention,
+        config.d_model,
+        config.num_heads,
+        config.dropout,
+        scheme=scheme,
+        options=config.attention_options,
+        **options,
+    )
 
 
 def _feed_forward(config: T5Config) -> FeedForward:

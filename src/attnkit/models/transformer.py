@@ -23,6 +23,7 @@ from attnkit.nn import (
     TransformerDecoderLayer,
     TransformerEncoder,
     TransformerEncoderLayer,
+    build_self_attention,
     make_norm,
     position_scheme,
 )
@@ -33,7 +34,13 @@ __all__ = ["Transformer", "TransformerAttention", "TransformerConfig", "build_tr
 
 @dataclass
 class TransformerConfig:
-    """Hyper-parameters of :class:`Transformer` (defaults: the paper's base model)."""
+    """Hyper-parameters of :class:`Transformer` (defaults: the paper's base model).
+
+    ``positional`` / ``position_options`` and ``attention`` / ``attention_options``
+    select the positional scheme and the self-attention variant of both stacks
+    (:func:`attnkit.nn.position_scheme`, :func:`attnkit.nn.build_self_attention`);
+    cross-attention is always dense.
+    """
 
     src_vocab_size: int
     tgt_vocab_size: int
@@ -51,6 +58,8 @@ class TransformerConfig:
     layer_norm_eps: float = 1e-5
     positional: str = "sinusoidal"
     position_options: dict = field(default_factory=dict)
+    attention: str = "dense"
+    attention_options: dict = field(default_factory=dict)
     share_embeddings: bool = False
     tie_output: bool = True
     scale_embeddings: bool = True
@@ -91,7 +100,14 @@ class TransformerAttention:
 
 def _self_attention(config: TransformerConfig, scheme: PositionScheme) -> MultiHeadAttention:
     dropout = config.dropout if config.attention_dropout is None else config.attention_dropout
-    return scheme.self_attention(config.d_model, config.num_heads, dropout)
+    return build_self_attention(
+        config.attention,
+        config.d_model,
+        config.num_heads,
+        dropout,
+        scheme=scheme,
+        options=config.attention_options,
+    )
 
 
 def _layer_options(config: TransformerConfig) -> dict:

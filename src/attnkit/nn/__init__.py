@@ -1,12 +1,14 @@
 """Modules: attention, positional encodings, layers and the KV cache."""
 
 from attnkit.nn.attention import (
+    ATTENTION_KINDS,
     MultiHeadAttention,
     QueryKeyTransform,
     RelativePositionAttention,
     ScaledDotProductAttention,
     ScoreBias,
     SlidingWindowAttention,
+    build_self_attention,
 )
 from attnkit.nn.kv_cache import KVCache, KVCacheStack, StaticKVCache
 from attnkit.nn.layers import (
@@ -36,6 +38,7 @@ from attnkit.nn.position import (
 )
 
 __all__ = [
+    "ATTENTION_KINDS",
     "ALiBi",
     "DecoderCache",
     "DecoderLayerCache",
@@ -62,6 +65,7 @@ __all__ = [
     "TransformerDecoderLayer",
     "TransformerEncoder",
     "TransformerEncoderLayer",
+    "build_self_attention",
     "interpolate_grid_positions",
     "make_norm",
     "position_scheme",

@@ -1,16 +1,22 @@
+# ruff: noqa: I001  (import order matters here, see below)
 """Attention modules."""
 
-from attnkit.nn.attention.local import SlidingWindowAttention
+# The factory comes last: it imports the positional schemes, whose modules import
+# nn.layers, which needs MultiHeadAttention from here already.
 from attnkit.nn.attention.multihead import MultiHeadAttention, QueryKeyTransform, ScoreBias
 from attnkit.nn.attention.relative import RelativePositionAttention, relative_buckets
+from attnkit.nn.attention.local import SlidingWindowAttention
 from attnkit.nn.attention.scaled_dot_product import ScaledDotProductAttention
+from attnkit.nn.attention.factory import ATTENTION_KINDS, build_self_attention
 
 __all__ = [
+    "ATTENTION_KINDS",
     "MultiHeadAttention",
     "QueryKeyTransform",
     "RelativePositionAttention",
     "ScaledDotProductAttention",
     "ScoreBias",
     "SlidingWindowAttention",
+    "build_self_attention",
     "relative_buckets",
 ]

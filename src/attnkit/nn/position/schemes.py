@@ -9,7 +9,8 @@ A scheme is up to three parts, each optional:
 - ``relative``: Shaw et al.'s clipping distance, which needs its own attention
   module (:class:`~attnkit.nn.RelativePositionAttention`).
 
-:meth:`PositionScheme.self_attention` builds the right self-attention module.
+:func:`attnkit.nn.build_self_attention` builds a stack's self-attention from
+its scheme and the attention variant.
 
 A model builds one scheme per stack (``causal=True`` for decoders) and hands
 ``rotary`` / ``score_bias`` to every self-attention module of that stack, so
@@ -23,7 +24,6 @@ from typing import Any
 
 from torch import nn
 
-from attnkit.nn.attention import MultiHeadAttention, RelativePositionAttention
 from attnkit.nn.position.alibi import ALiBi
 from attnkit.nn.position.learned import LearnedPositionalEncoding
 from attnkit.nn.position.rotary import RotaryEmbedding
@@ -49,19 +49,6 @@ class PositionScheme:
     rotary: nn.Module | None = None
     score_bias: nn.Module | None = None
     relative: int | None = None
-
-    def self_attention(
-        self, d_model: int, num_heads: int, dropout: float = 0.0, **options: Any
-    ) -> MultiHeadAttention:
-        """A self-attention module carrying this scheme (``options``: as for
-        :class:`~attnkit.nn.MultiHeadAttention`, e.g. ``bias``, ``head_dim``, ``scale``)."""
-        if self.relative is not None:
-            return RelativePositionAttention(
-                d_model, num_heads, dropout, max_relative_position=self.relative, **options
-            )
-        return MultiHeadAttention(
-            d_model, num_heads, dropout, rotary=self.rotary, score_bias=self.score_bias, **options
-        )
 
 
 def position_scheme(

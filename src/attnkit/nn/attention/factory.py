@@ -1,0 +1,58 @@
+"""One factory for self-attention modules, so that models select the variant by config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attnkit.nn.attention.local import SlidingWindowAttention
+from attnkit.nn.attention.multihead import MultiHeadAttention
+from attnkit.nn.attention.relative import RelativePositionAttention
+from attnkit.nn.position.schemes import PositionScheme
+
+__all__ = ["ATTENTION_KINDS", "build_self_attention"]
+
+ATTENTION_KINDS = ("dense", "sliding_window")
+_OPTIONS = {"dense": set(), "sliding_window": {"window"}}
+
+
+def build_self_attention(
+    kind: str,
+    d_model: int,
+    num_heads: int,
+    dropout: float = 0.0,
+    *,
+    scheme: PositionScheme | None = None,
+    options: dict[str, Any] | None = None,
+    **module_options: Any,
+) -> MultiHeadAttention:
+    """The self-attention module of one layer.
+
+    Args:
+        kind: ``"dense"`` (every position) or ``"sliding_window"`` (``options``:
+            ``window``, default 256).
+        d_model, num_heads, dropout: the module's sizes.
+        scheme: the stack's positional scheme (its rotary, score bias or Shaw
+            relative embeddings go into the module).
+        module_options: :class:`MultiHeadAttention` options (``bias``,
+            ``num_kv_heads``, ``head_dim``, ``scale``, ...).
+    """
+    options = dict(options or {})
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"attention must be one of {ATTENTION_KINDS}; got {kind!r}")
+    unknown = set(options) - _OPTIONS[kind]
+    if unknown:
+        raise ValueError(
+            f"attention options {sorted(unknown)} do not apply to {kind!r} attention "
+            f"(it takes {sorted(_OPTIONS[kind]) or 'none'})"
+        )
+    scheme = scheme or PositionScheme("none")
+    if scheme.relative is not None:
+        if kind != "dense":
+            raise ValueError(f"relative (Shaw) positions work with dense attention; got {kind!r}")
+        return RelativePositionAttention(
+            d_model, num_heads, dropout, max_relative_position=scheme.relative, **module_options
+        )
+    parts = {"rotary": scheme.rotary, "score_bias": scheme.score_bias, **module_options}
+    if kind == "sliding_window":
+        return SlidingWindowAttention(d_model, num_heads, dropout, **options, **parts)
+    return MultiHeadAttention(d_model, num_heads, dropout, **parts)
