@@ -48,3 +48,56 @@ def test_bad_arguments_are_named():
         linear_attention(q, q, q, chunk_size=0)
     with pytest.raises(ValueError, match="over the same T"):
         linear_attention(q, q[:, :, :3], q[:, :, :3])
+
+
+def test_module_cached_decoding_and_weights_agree_with_the_full_forward():
+    from attnkit.nn import LinearAttention, RotaryEmbedding
+
+    torch.manual_seed(3)
+    module = LinearAttention(16, 4, rotary=RotaryEmbedding(4), chunk_size=3).eval()
+    x = torch.randn(2, 9, 16)
+    full, _ = module(x, is_causal=True)
+    cache = module.new_cache(2, 9, like=x)
+    first, _ = module(x[:, :4], is_causal=True, cache=cache)
+    rest = [module(x[:, t : t + 1], is_causal=True, cache=cache)[0] for t in range(4, 9)]
+    torch.testing.assert_close(torch.cat([first, *rest], dim=1), full, atol=1e-5, rtol=1e-5)
+    again, weights = module(x, is_causal=True, need_weights=True)
+    torch.testing.assert_close(again, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 9), atol=1e-4, rtol=0)
+    assert weights.triu(1).abs().max() == 0
+
+
+def test_module_rejects_what_the_kernel_cannot_do():
+    from attnkit.nn import ALiBi, LinearAttention
+
+    module = LinearAttention(8, 2)
+    x = torch.randn(1, 4, 8)
+    with pytest.raises(ValueError, match=r"key-padding mask of shape \(B, 1, 1, T_total\)"):
+        module(x, mask=torch.ones(1, 1, 4, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="no scores to bias"):
+        LinearAttention(8, 2, score_bias=ALiBi(2))
+
+
+def test_selectable_in_every_model():
+    from attnkit.models import GPT, T5, BertConfig, BertModel, GPTConfig, T5Config, Transformer
+
+    options = {"attention": "linear", "attention_options": {"chunk_size": 4}}
+    gpt = GPT(GPTConfig(vocab_size=30, max_len=16, d_model=16, num_heads=2, num_layers=1,
+                        positional="rotary", **options)).eval()  # fmt: skip
+    ids = torch.randint(0, 30, (2, 10))
+    full = gpt(ids).logits
+    cache = gpt.new_cache(2, 10)
+    steps = [gpt(ids[:, :6], cache=cache).logits] + [
+        gpt(ids[:, t : t + 1], cache=cache).logits for t in range(6, 10)
+    ]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+    bert = BertModel(BertConfig(vocab_size=30, d_model=16, num_heads=2, num_layers=1, d_ff=32,
+                                max_len=16, **options))  # fmt: skip
+    assert bert(ids).last_hidden_state.shape == (2, 10, 16)
+    t5 = T5(T5Config(vocab_size=30, d_model=16, d_kv=8, num_heads=2, num_layers=1, d_ff=32,
+                     positional="none", **options))  # fmt: skip
+    assert t5(ids, labels=ids[:, :5]).logits.shape == (2, 5, 30)
+    model = Transformer(vocab_size=30, d_model=16, num_heads=2, num_layers=1, d_ff=32, **options)
+    assert model(ids, ids[:, :4]).shape == (2, 4, 30)
+    with pytest.raises(ValueError, match="linear attention has no scores for 't5' biases"):
+        T5(T5Config(vocab_size=30, d_model=16, d_kv=8, num_heads=2, num_layers=1, **options))

@@ -2,6 +2,7 @@
 
 from attnkit.nn.attention import (
     ATTENTION_KINDS,
+    LinearAttention,
     MultiHeadAttention,
     QueryKeyTransform,
     RelativePositionAttention,
@@ -47,6 +48,7 @@ __all__ = [
     "KVCache",
     "KVCacheStack",
     "LearnedPositionalEncoding",
+    "LinearAttention",
     "MultiHeadAttention",
     "PatchEmbedding",
     "PositionScheme",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from attnkit.nn.attention.linear import LinearAttention
 from attnkit.nn.attention.local import SlidingWindowAttention
 from attnkit.nn.attention.multihead import MultiHeadAttention
 from attnkit.nn.attention.relative import RelativePositionAttention
@@ -11,8 +12,8 @@ from attnkit.nn.position.schemes import PositionScheme
 
 __all__ = ["ATTENTION_KINDS", "build_self_attention"]
 
-ATTENTION_KINDS = ("dense", "sliding_window")
-_OPTIONS = {"dense": set(), "sliding_window": {"window"}}
+ATTENTION_KINDS = ("dense", "sliding_window", "linear")
+_OPTIONS = {"dense": set(), "sliding_window": {"window"}, "linear": {"chunk_size"}}
 
 
 def build_self_attention(
@@ -28,8 +29,8 @@ def build_self_attention(
     """The self-attention module of one layer.
 
     Args:
-        kind: ``"dense"`` (every position) or ``"sliding_window"`` (``options``:
-            ``window``, default 256).
+        kind: ``"dense"`` (every position), ``"sliding_window"`` (``options``:
+            ``window``, default 256) or ``"linear"`` (``chunk_size``, default 64).
         d_model, num_heads, dropout: the module's sizes.
         scheme: the stack's positional scheme (its rotary, score bias or Shaw
             relative embeddings go into the module).
@@ -55,4 +56,8 @@ def build_self_attention(
     parts = {"rotary": scheme.rotary, "score_bias": scheme.score_bias, **module_options}
     if kind == "sliding_window":
         return SlidingWindowAttention(d_model, num_heads, dropout, **options, **parts)
+    if kind == "linear":
+        if scheme.score_bias is not None:
+            raise ValueError(f"linear attention has no scores for {scheme.kind!r} biases")
+        return LinearAttention(d_model, num_heads, dropout, **options, **parts)
     return MultiHeadAttention(d_model, num_heads, dropout, **parts)

@@ -10,7 +10,7 @@ from attnkit.functional.local import sliding_window_attention
 from attnkit.nn.attention.multihead import MultiHeadAttention
 from attnkit.nn.kv_cache import KVCache, StaticKVCache
 
-__all__ = ["SlidingWindowAttention"]
+__all__ = ["SlidingWindowAttention", "key_padding_from_mask"]
 
 
 class SlidingWindowAttention(MultiHeadAttention):
@@ -51,7 +51,7 @@ class SlidingWindowAttention(MultiHeadAttention):
         """Shapes as :meth:`MultiHeadAttention.forward` (self-attention only)."""
         if key is not None and key is not query:
             raise ValueError("SlidingWindowAttention is self-attention; got a separate key")
-        padding = _key_padding(mask, query)
+        padding = key_padding_from_mask(mask, query.size(0), query.size(1))
         blockwise = cache is None and not need_weights and attn_bias is None
         if not blockwise or (mask is not None and padding is None) or self.score_bias is not None:
             return self._dense(query, mask, need_weights, cache, is_causal, attn_bias, positions)
@@ -88,10 +88,10 @@ class SlidingWindowAttention(MultiHeadAttention):
         return f"{super().extra_repr()}, window={self.window}"
 
 
-def _key_padding(mask: Tensor | None, query: Tensor) -> Tensor | None:
-    """A ``(B, T)`` key-padding mask if ``mask`` is one in ``(B, 1, 1, T)`` form, else None."""
+def key_padding_from_mask(mask: Tensor | None, batch: int, key_len: int) -> Tensor | None:
+    """A ``(B, Tk)`` key-padding mask if ``mask`` is a bool ``(B or 1, 1, 1, Tk)``, else None."""
     if mask is None or mask.dim() != 4 or mask.shape[1:3] != (1, 1):
         return None
-    if mask.size(-1) != query.size(1) or mask.dtype != torch.bool:
+    if mask.size(-1) != key_len or mask.dtype != torch.bool:
         return None
-    return mask[:, 0, 0, :].expand(query.size(0), -1)
+    return mask[:, 0, 0, :].expand(batch, -1)
