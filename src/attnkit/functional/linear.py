@@ -22,7 +22,12 @@ from torch import Tensor
 
 from attnkit.functional._common import compute_dtype, repeat_kv
 
-__all__ = ["elu_feature_map", "linear_attention", "linear_attention_quadratic"]
+__all__ = [
+    "elu_feature_map",
+    "feature_attention",
+    "linear_attention",
+    "linear_attention_quadratic",
+]
 
 EPS = 1e-6
 
@@ -91,14 +96,32 @@ def linear_attention(
             f"(B, Hkv, T, Dv) over the same T; got {tuple(query.shape)}, {tuple(key.shape)}, "
             f"{tuple(value.shape)}"
         )
+    q, k, v = _features(query, key, value, key_padding_mask)
+    return feature_attention(q, k, v, causal=causal, chunk_size=chunk_size).to(query.dtype)
+
+
+def feature_attention(
+    query_features: Tensor,
+    key_features: Tensor,
+    value: Tensor,
+    *,
+    causal: bool = False,
+    chunk_size: int = 64,
+) -> Tensor:
+    """``phi(Q) (phi(K)^T V) / phi(Q) phi(K)^T 1`` from positive features, in ``O(T)``.
+
+    ``query_features (B, H, T, F)``, ``key_features (B, H, T, F)`` (zero rows
+    drop keys), ``value (B, H, T, Dv)``; the kernel of linear attention and
+    of the Performer. ``causal`` uses chunked prefix sums of ``chunk_size``.
+    """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
-    q, k, v = _features(query, key, value, key_padding_mask)
+    q, k, v = query_features, key_features, value
     if not causal:
-        state = k.transpose(-1, -2) @ v  # (B, H, D, Dv)
+        state = k.transpose(-1, -2) @ v  # (B, H, F, Dv)
         normaliser = q @ k.sum(dim=2, keepdim=True).transpose(-1, -2)  # (B, H, T, 1)
-        return ((q @ state) / (normaliser + EPS)).to(query.dtype)
-    return _causal_chunked(q, k, v, chunk_size).to(query.dtype)
+        return (q @ state) / (normaliser + EPS)
+    return _causal_chunked(q, k, v, chunk_size)
 
 
 def _causal_chunked(q: Tensor, k: Tensor, v: Tensor, chunk: int) -> Tensor:

@@ -6,14 +6,16 @@
 from attnkit.nn.attention.multihead import MultiHeadAttention, QueryKeyTransform, ScoreBias
 from attnkit.nn.attention.relative import RelativePositionAttention, relative_buckets
 from attnkit.nn.attention.local import SlidingWindowAttention
-from attnkit.nn.attention.linear import LinearAttention
+from attnkit.nn.attention.kernel import KernelAttention, LinearAttention, PerformerAttention
 from attnkit.nn.attention.scaled_dot_product import ScaledDotProductAttention
 from attnkit.nn.attention.factory import ATTENTION_KINDS, build_self_attention
 
 __all__ = [
     "ATTENTION_KINDS",
+    "KernelAttention",
     "LinearAttention",
     "MultiHeadAttention",
+    "PerformerAttention",
     "QueryKeyTransform",
     "RelativePositionAttention",
     "ScaledDotProductAttention",

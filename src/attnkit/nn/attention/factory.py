@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from attnkit.nn.attention.linear import LinearAttention
+from attnkit.nn.attention.kernel import LinearAttention, PerformerAttention
 from attnkit.nn.attention.local import SlidingWindowAttention
 from attnkit.nn.attention.multihead import MultiHeadAttention
 from attnkit.nn.attention.relative import RelativePositionAttention
@@ -12,8 +12,13 @@ from attnkit.nn.position.schemes import PositionScheme
 
 __all__ = ["ATTENTION_KINDS", "build_self_attention"]
 
-ATTENTION_KINDS = ("dense", "sliding_window", "linear")
-_OPTIONS = {"dense": set(), "sliding_window": {"window"}, "linear": {"chunk_size"}}
+ATTENTION_KINDS = ("dense", "sliding_window", "linear", "performer")
+_OPTIONS = {
+    "dense": set(),
+    "sliding_window": {"window"},
+    "linear": {"chunk_size"},
+    "performer": {"num_features", "chunk_size"},
+}
 
 
 def build_self_attention(
@@ -30,7 +35,8 @@ def build_self_attention(
 
     Args:
         kind: ``"dense"`` (every position), ``"sliding_window"`` (``options``:
-            ``window``, default 256) or ``"linear"`` (``chunk_size``, default 64).
+            ``window``, default 256), ``"linear"`` (``chunk_size``, default 64) or
+            ``"performer"`` (``num_features``, default 256; ``chunk_size``).
         d_model, num_heads, dropout: the module's sizes.
         scheme: the stack's positional scheme (its rotary, score bias or Shaw
             relative embeddings go into the module).
@@ -56,8 +62,9 @@ def build_self_attention(
     parts = {"rotary": scheme.rotary, "score_bias": scheme.score_bias, **module_options}
     if kind == "sliding_window":
         return SlidingWindowAttention(d_model, num_heads, dropout, **options, **parts)
-    if kind == "linear":
+    if kind in ("linear", "performer"):
         if scheme.score_bias is not None:
-            raise ValueError(f"linear attention has no scores for {scheme.kind!r} biases")
-        return LinearAttention(d_model, num_heads, dropout, **options, **parts)
+            raise ValueError(f"{kind} attention has no scores for {scheme.kind!r} biases")
+        kernel = LinearAttention if kind == "linear" else PerformerAttention
+        return kernel(d_model, num_heads, dropout, **options, **parts)
     return MultiHeadAttention(d_model, num_heads, dropout, **parts)

@@ -1,0 +1,142 @@
+"""Kernelised attention modules: linear attention (elu + 1) and the Performer (FAVOR+).
+
+Both replace ``exp(q . k)`` by ``phi(q) . phi(k)`` with positive features, so
+a full forward costs ``O(T)`` (:func:`attnkit.functional.linear.feature_attention`).
+Decoding with a KV cache evaluates the same kernel over the cached keys
+(``O(T)`` per new token), and ``need_weights`` returns the normalised kernel
+weights. Masks: key padding ``(B, 1, 1, T)`` only (the sums cannot skip
+arbitrary pairs); no score bias; ``dropout`` is unused (there is no weight
+matrix to drop from).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from attnkit.functional._common import compute_dtype, repeat_kv
+from attnkit.functional.linear import EPS, elu_feature_map, feature_attention
+from attnkit.functional.performer import orthogonal_random_features, positive_random_features
+from attnkit.nn.attention.local import key_padding_from_mask
+from attnkit.nn.attention.multihead import MultiHeadAttention
+from attnkit.nn.kv_cache import KVCache, StaticKVCache
+
+__all__ = ["KernelAttention", "LinearAttention", "PerformerAttention"]
+
+
+class KernelAttention(MultiHeadAttention):
+    """Base class: subclasses define :meth:`features` ``(q, k) -> (phi(q), phi(k))``."""
+
+    def __init__(
+        self, d_model: int, num_heads: int, dropout: float = 0.0, *, chunk_size: int = 64, **options
+    ) -> None:
+        if options.get("score_bias") is not None:
+            raise ValueError(f"{type(self).__name__} has no scores to bias; got a score_bias")
+        super().__init__(d_model, num_heads, dropout, **options)
+        self.chunk_size = chunk_size
+
+    def features(self, query: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        mask: Tensor | None = None,
+        *,
+        need_weights: bool = False,
+        cache: KVCache | StaticKVCache | None = None,
+        is_causal: bool = False,
+        attn_bias: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Shapes as :meth:`MultiHeadAttention.forward` (self-attention only)."""
+        if key is not None and key is not query:
+            raise ValueError(f"{type(self).__name__} is self-attention; got a separate key")
+        if attn_bias is not None:
+            raise ValueError(f"{type(self).__name__} has no scores to bias; got attn_bias")
+        total = query.size(1) + (cache.length if cache is not None else 0)
+        padding = key_padding_from_mask(mask, query.size(0), total)
+        if mask is not None and padding is None:
+            raise ValueError(
+                f"{type(self).__name__} takes a key-padding mask of shape (B, 1, 1, T_total); "
+                f"got {tuple(mask.shape)}"
+            )
+        q = self._split_heads(self.q_proj(query), self.num_heads)
+        q, k, v, _ = self._keys_values(q, query, query, cache, positions)
+        dtype = compute_dtype(q.dtype)
+        k = repeat_kv(k, self.num_heads // k.size(1)).to(dtype)
+        v = repeat_kv(v, self.num_heads // v.size(1)).to(dtype)
+        q_features, k_features = self.features(q.to(dtype), k)
+        if padding is not None:
+            k_features = k_features * padding[:, None, :, None].to(dtype)
+        weights = None
+        if cache is None and not need_weights:
+            out = feature_attention(
+                q_features, k_features, v, causal=is_causal, chunk_size=self.chunk_size
+            )
+        else:
+            weights = _kernel_weights(q_features, k_features, is_causal)
+            out = weights @ v
+        out = out.to(query.dtype).transpose(1, 2).flatten(2)
+        return self.out_proj(out), (weights.to(query.dtype) if need_weights else None)
+
+
+def _kernel_weights(q_features: Tensor, k_features: Tensor, causal: bool) -> Tensor:
+    """Normalised ``phi(q) . phi(k)``; causal: queries are the last ``Tq`` of ``Tk``."""
+    scores = q_features @ k_features.transpose(-1, -2)
+    if causal:
+        offset = scores.size(-1) - scores.size(-2)
+        keep = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device)
+        scores = scores * keep.tril(offset)
+    return scores / (scores.sum(-1, keepdim=True) + EPS)
+
+
+class LinearAttention(KernelAttention):
+    """Linear attention (Katharopoulos et al. 2020): ``phi(x) = elu(x) + 1``.
+
+    Args: as :class:`MultiHeadAttention`, plus ``chunk_size`` of the causal prefix sums.
+    """
+
+    def features(self, query: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
+        return elu_feature_map(query), elu_feature_map(key)
+
+
+class PerformerAttention(KernelAttention):
+    """The Performer's FAVOR+ (Choromanski et al. 2021): softmax attention approximated
+    with ``num_features`` positive orthogonal random features per head dimension.
+
+    Args: as :class:`MultiHeadAttention`, plus ``num_features`` (``m``; the error
+    falls as it grows) and ``chunk_size``. :meth:`redraw_features` draws new
+    directions (e.g. every few hundred training steps, as the paper does).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        *,
+        num_features: int = 256,
+        **options,
+    ) -> None:
+        super().__init__(d_model, num_heads, dropout, **options)
+        self.num_features = num_features
+        projection = orthogonal_random_features(num_features, self.head_dim)
+        self.register_buffer("projection", projection, persistent=True)
+
+    @torch.no_grad()
+    def redraw_features(self, generator: torch.Generator | None = None) -> None:
+        """Replace the random directions (in place, same device and dtype)."""
+        fresh = orthogonal_random_features(self.num_features, self.head_dim, generator=generator)
+        self.projection.copy_(fresh)
+
+    def features(self, query: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
+        scale = self.head_dim**-0.25
+        q = positive_random_features(query * scale, self.projection, is_query=True)
+        k = positive_random_features(key * scale, self.projection, is_query=False)
+        return q, k
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_features={self.num_features}"
