@@ -1,0 +1,87 @@
+"""Block-sparse attention equals dense attention under the equivalent mask; the layouts."""
+
+import pytest
+import torch
+
+from attnkit.functional import scaled_dot_product_attention
+from attnkit.functional.block_sparse import (
+    bigbird_layout,
+    block_sparse_attention,
+    fixed_layout,
+    layout_to_mask,
+    longformer_layout,
+    sliding_layout,
+    strided_layout,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+BLOCKS = 5
+LAYOUTS = {
+    "sliding": (sliding_layout(BLOCKS, 1), False),
+    "strided": (strided_layout(BLOCKS, 2, 2), True),
+    "fixed": (fixed_layout(BLOCKS, 2), True),
+    "longformer": (longformer_layout(BLOCKS, 1, [0]), False),
+    "bigbird": (
+        bigbird_layout(BLOCKS, 1, [0], 1, generator=torch.Generator().manual_seed(0)),
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+@pytest.mark.parametrize("length", [20, 18])
+def test_equals_dense_with_the_equivalent_mask_including_gradients(name, length):
+    layout, causal = LAYOUTS[name]
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, length, 8, requires_grad=True) for _ in range(3))
+    padding = torch.ones(2, length, dtype=torch.bool)
+    padding[1, -3:] = False
+    ours = block_sparse_attention(
+        q, k, v, layout, block_size=4, causal=causal, key_padding_mask=padding
+    )
+    mask = layout_to_mask(layout, 4, length, causal=causal) & padding[:, None, None, :]
+    expected = scaled_dot_product_attention(q, k, v, mask, backend="math")[0]
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_gradcheck():
+    q, k, v = (torch.randn(1, 1, 7, 3, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    layout = strided_layout(4, 1, 2)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: block_sparse_attention(a, b, c, layout, block_size=2, causal=True),
+        (q, k, v),
+    )
+
+
+def test_layouts_by_hand():
+    assert strided_layout(5, 1, 2).int().tolist() == [
+        [1, 0, 0, 0, 0],
+        [0, 1, 0, 0, 0],
+        [1, 0, 1, 0, 0],
+        [0, 1, 0, 1, 0],
+        [1, 0, 1, 0, 1],
+    ]
+    assert fixed_layout(4, 2).int().tolist() == [
+        [1, 0, 0, 0],
+        [1, 1, 0, 0],
+        [0, 1, 1, 0],
+        [0, 1, 1, 1],
+    ]
+    longformer = longformer_layout(4, 0, [2])
+    assert longformer[2].all() and longformer[:, 2].all() and longformer[0, 1] == 0
+    bigbird = bigbird_layout(8, 1, [0], 2, generator=torch.Generator().manual_seed(1))
+    extra = bigbird & ~longformer_layout(8, 1, [0])
+    assert (extra.sum(1) <= 2).all() and extra.sum() > 0
+    with pytest.raises(ValueError, match=r"global_blocks must lie in \[0, 4\)"):
+        longformer_layout(4, 1, [4])
+
+
+def test_bad_layout_is_named():
+    q = torch.randn(1, 1, 8, 4)
+    with pytest.raises(ValueError, match=r"layout must be bool \(nb, nb\) = \(2, 2\)"):
+        block_sparse_attention(q, q, q, torch.ones(3, 3, dtype=torch.bool), block_size=4)
