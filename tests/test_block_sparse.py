@@ -85,3 +85,46 @@ def test_bad_layout_is_named():
     q = torch.randn(1, 1, 8, 4)
     with pytest.raises(ValueError, match=r"layout must be bool \(nb, nb\) = \(2, 2\)"):
         block_sparse_attention(q, q, q, torch.ones(3, 3, dtype=torch.bool), block_size=4)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "causal"),
+    [("strided", True), ("fixed", True), ("longformer", False), ("bigbird", False)],
+)
+def test_module_blockwise_equals_its_dense_path_and_the_cache(pattern, causal):
+    from attnkit.nn import BlockSparseAttention
+
+    torch.manual_seed(3)
+    module = BlockSparseAttention(
+        16, 2, pattern=pattern, block_size=3, local_blocks=1, stride_blocks=2, group_blocks=2,
+        window_blocks=1, global_blocks=[0], random_blocks=1,
+    ).eval()  # fmt: skip
+    x = torch.randn(2, 14, 16)
+    mask = torch.ones(2, 1, 1, 14, dtype=torch.bool)
+    mask[1, ..., -2:] = False
+    blockwise, _ = module(x, mask=mask, is_causal=causal)
+    dense, weights = module(x, mask=mask, is_causal=causal, need_weights=True)
+    torch.testing.assert_close(blockwise, dense, atol=1e-5, rtol=0)
+    assert weights.shape == (2, 2, 14, 14)
+    if causal:
+        cache = module.new_cache(2, 14, like=x)
+        steps = [module(x[:, :5], is_causal=True, cache=cache)[0]] + [
+            module(x[:, t : t + 1], is_causal=True, cache=cache)[0] for t in range(5, 14)
+        ]
+        full, _ = module(x, is_causal=True)
+        torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
+
+
+def test_selectable_by_config():
+    from attnkit.models import BertConfig, BertModel
+    from attnkit.nn import BlockSparseAttention
+
+    config = BertConfig(vocab_size=30, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_len=32,
+                        attention="block_sparse",
+                        attention_options={"pattern": "longformer", "block_size": 4,
+                                           "global_blocks": [0]})  # fmt: skip
+    model = BertModel(config).eval()
+    assert isinstance(model.layers[0].self_attn, BlockSparseAttention)
+    assert model(torch.randint(1, 30, (2, 18))).last_hidden_state.shape == (2, 18, 16)
+    with pytest.raises(ValueError, match="pattern must be one of"):
+        BlockSparseAttention(16, 2, pattern="dilated")

@@ -2,6 +2,7 @@
 
 from attnkit.nn.attention import (
     ATTENTION_KINDS,
+    BlockSparseAttention,
     LinearAttention,
     MultiHeadAttention,
     PerformerAttention,
@@ -42,6 +43,7 @@ from attnkit.nn.position import (
 __all__ = [
     "ATTENTION_KINDS",
     "ALiBi",
+    "BlockSparseAttention",
     "DecoderCache",
     "DecoderLayerCache",
     "Dropout",

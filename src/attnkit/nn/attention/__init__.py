@@ -8,10 +8,12 @@ from attnkit.nn.attention.relative import RelativePositionAttention, relative_bu
 from attnkit.nn.attention.local import SlidingWindowAttention
 from attnkit.nn.attention.kernel import KernelAttention, LinearAttention, PerformerAttention
 from attnkit.nn.attention.scaled_dot_product import ScaledDotProductAttention
+from attnkit.nn.attention.sparse import BlockSparseAttention
 from attnkit.nn.attention.factory import ATTENTION_KINDS, build_self_attention
 
 __all__ = [
     "ATTENTION_KINDS",
+    "BlockSparseAttention",
     "KernelAttention",
     "LinearAttention",
     "MultiHeadAttention",

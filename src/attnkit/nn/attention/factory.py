@@ -8,14 +8,28 @@ from attnkit.nn.attention.kernel import LinearAttention, PerformerAttention
 from attnkit.nn.attention.local import SlidingWindowAttention
 from attnkit.nn.attention.multihead import MultiHeadAttention
 from attnkit.nn.attention.relative import RelativePositionAttention
+from attnkit.nn.attention.sparse import BlockSparseAttention
 from attnkit.nn.position.schemes import PositionScheme
 
 __all__ = ["ATTENTION_KINDS", "build_self_attention"]
 
-ATTENTION_KINDS = ("dense", "sliding_window", "linear", "performer")
+ATTENTION_KINDS = ("dense", "sliding_window", "block_sparse", "linear", "performer")
+_SPARSE = {
+    "pattern",
+    "block_size",
+    "window_blocks",
+    "local_blocks",
+    "stride_blocks",
+    "group_blocks",
+    "summary_blocks",
+    "global_blocks",
+    "random_blocks",
+    "seed",
+}
 _OPTIONS = {
     "dense": set(),
     "sliding_window": {"window"},
+    "block_sparse": _SPARSE,
     "linear": {"chunk_size"},
     "performer": {"num_features", "chunk_size"},
 }
@@ -35,7 +49,10 @@ def build_self_attention(
 
     Args:
         kind: ``"dense"`` (every position), ``"sliding_window"`` (``options``:
-            ``window``, default 256), ``"linear"`` (``chunk_size``, default 64) or
+            ``window``, default 256), ``"block_sparse"`` (``pattern``: sliding,
+            strided, fixed, longformer or bigbird, ``block_size`` and the
+            pattern's settings; see :class:`~attnkit.nn.BlockSparseAttention`),
+            ``"linear"`` (``chunk_size``, default 64) or
             ``"performer"`` (``num_features``, default 256; ``chunk_size``).
         d_model, num_heads, dropout: the module's sizes.
         scheme: the stack's positional scheme (its rotary, score bias or Shaw
@@ -62,6 +79,8 @@ def build_self_attention(
     parts = {"rotary": scheme.rotary, "score_bias": scheme.score_bias, **module_options}
     if kind == "sliding_window":
         return SlidingWindowAttention(d_model, num_heads, dropout, **options, **parts)
+    if kind == "block_sparse":
+        return BlockSparseAttention(d_model, num_heads, dropout, **options, **parts)
     if kind in ("linear", "performer"):
         if scheme.score_bias is not None:
             raise ValueError(f"{kind} attention has no scores for {scheme.kind!r} biases")

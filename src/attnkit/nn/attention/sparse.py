@@ -1,0 +1,154 @@
+"""Block-sparse multi-head attention: Sparse Transformer patterns, Longformer and BigBird."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from attnkit.functional import combine_masks
+from attnkit.functional.block_sparse import (
+    bigbird_layout,
+    block_sparse_attention,
+    fixed_layout,
+    layout_to_mask,
+    longformer_layout,
+    sliding_layout,
+    strided_layout,
+)
+from attnkit.nn.attention.local import key_padding_from_mask
+from attnkit.nn.attention.multihead import MultiHeadAttention
+from attnkit.nn.kv_cache import KVCache, StaticKVCache
+
+__all__ = ["PATTERNS", "BlockSparseAttention"]
+
+PATTERNS = ("sliding", "strided", "fixed", "longformer", "bigbird")
+
+
+class BlockSparseAttention(MultiHeadAttention):
+    """Self-attention over the key blocks a sparsity pattern selects.
+
+    Args:
+        d_model, num_heads, dropout: as :class:`MultiHeadAttention` (and its options).
+        pattern: ``"sliding"``, ``"strided"``, ``"fixed"`` (Sparse Transformer,
+            causal), ``"longformer"`` or ``"bigbird"``.
+        block_size: positions per block.
+        window_blocks: band half-width in blocks (sliding, longformer, bigbird).
+        local_blocks, stride_blocks: the strided pattern.
+        group_blocks, summary_blocks: the fixed pattern.
+        global_blocks: block indices that attend and are attended everywhere.
+        random_blocks, seed: BigBird's random blocks per row (fixed by ``seed``).
+
+    The layout is built for each sequence length. A full forward runs
+    :func:`attnkit.functional.block_sparse.block_sparse_attention`; decoding
+    with a cache or asking for weights uses the dense path with the
+    equivalent mask (same numbers).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        *,
+        pattern: str = "sliding",
+        block_size: int = 64,
+        window_blocks: int = 1,
+        local_blocks: int = 2,
+        stride_blocks: int = 4,
+        group_blocks: int = 4,
+        summary_blocks: int = 1,
+        global_blocks: Sequence[int] = (0,),
+        random_blocks: int = 2,
+        seed: int = 0,
+        **options,
+    ) -> None:
+        super().__init__(d_model, num_heads, dropout, **options)
+        if pattern not in PATTERNS:
+            raise ValueError(f"pattern must be one of {PATTERNS}; got {pattern!r}")
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1; got {block_size}")
+        self.pattern, self.block_size = pattern, block_size
+        self.pattern_options = {
+            "window_blocks": window_blocks,
+            "local_blocks": local_blocks,
+            "stride_blocks": stride_blocks,
+            "group_blocks": group_blocks,
+            "summary_blocks": summary_blocks,
+            "global_blocks": tuple(global_blocks),
+            "random_blocks": random_blocks,
+            "seed": seed,
+        }
+
+    def layout(self, num_blocks: int) -> Tensor:
+        """The ``(nb, nb)`` block layout for ``num_blocks`` blocks."""
+        o = self.pattern_options
+        globals_ = [b for b in o["global_blocks"] if b < num_blocks]
+        if self.pattern == "sliding":
+            return sliding_layout(num_blocks, o["window_blocks"])
+        if self.pattern == "strided":
+            return strided_layout(num_blocks, o["local_blocks"], o["stride_blocks"])
+        if self.pattern == "fixed":
+            return fixed_layout(num_blocks, o["group_blocks"], o["summary_blocks"])
+        if self.pattern == "longformer":
+            return longformer_layout(num_blocks, o["window_blocks"], globals_)
+        generator = torch.Generator().manual_seed(o["seed"])
+        return bigbird_layout(
+            num_blocks, o["window_blocks"], globals_, o["random_blocks"], generator=generator
+        )
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        mask: Tensor | None = None,
+        *,
+        need_weights: bool = False,
+        cache: KVCache | StaticKVCache | None = None,
+        is_causal: bool = False,
+        attn_bias: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Shapes as :meth:`MultiHeadAttention.forward` (self-attention only)."""
+        if key is not None and key is not query:
+            raise ValueError("BlockSparseAttention is self-attention; got a separate key")
+        padding = key_padding_from_mask(mask, query.size(0), query.size(1))
+        blockwise = cache is None and not need_weights and attn_bias is None
+        if not blockwise or (mask is not None and padding is None) or self.score_bias is not None:
+            return self._dense(query, mask, need_weights, cache, is_causal, attn_bias, positions)
+        q = self._split_heads(self.q_proj(query), self.num_heads)
+        q, k, v, _ = self._keys_values(q, query, query, None, positions)
+        layout = self.layout(math.ceil(query.size(1) / self.block_size))
+        out = block_sparse_attention(
+            q,
+            k,
+            v,
+            layout,
+            block_size=self.block_size,
+            causal=is_causal,
+            key_padding_mask=padding,
+            dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scale,
+        )
+        return self.out_proj(out.transpose(1, 2).flatten(2)), None
+
+    def _dense(self, query, mask, need_weights, cache, is_causal, attn_bias, positions):
+        """The layout as a mask over all keys; queries are the last ``Tq`` positions."""
+        total = query.size(1) + (cache.length if cache is not None else 0)
+        layout = self.layout(math.ceil(total / self.block_size))
+        sparse = layout_to_mask(layout, self.block_size, total, causal=is_causal)
+        sparse = sparse[:, :, total - query.size(1) :].to(query.device)
+        return super().forward(
+            query,
+            mask=combine_masks(mask, sparse),
+            need_weights=need_weights,
+            cache=cache,
+            attn_bias=attn_bias,
+            positions=positions,
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pattern={self.pattern!r}, block_size={self.block_size}"
