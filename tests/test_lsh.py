@@ -1,0 +1,67 @@
+"""Reformer LSH attention: with one bucket and one chunk it is full shared-QK attention."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attnkit.functional.lsh import lsh_attention, lsh_buckets, random_rotations
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def shared_qk_reference(qk, v, causal, padding):
+    """Dense attention with unit-norm keys; a position attends to itself only if alone."""
+    T = qk.size(2)
+    scores = qk @ F.normalize(qk, dim=-1).transpose(-1, -2) / qk.size(-1) ** 0.5
+    visible = padding[:, None, None, :].expand(-1, 1, T, -1)
+    if causal:
+        visible = visible & torch.ones(T, T, dtype=torch.bool).tril()
+    others = visible & ~torch.eye(T, dtype=torch.bool)
+    visible = torch.where(others.any(-1, keepdim=True), others, visible)
+    weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+    return weights @ v
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_one_bucket_one_chunk_is_full_attention_with_gradients(causal, rounds):
+    torch.manual_seed(0)
+    qk = torch.randn(2, 2, 10, 8, requires_grad=True)
+    v = torch.randn(2, 2, 10, 6, requires_grad=True)
+    padding = torch.ones(2, 10, dtype=torch.bool)
+    padding[1, -3:] = False
+    rotations = random_rotations(8, rounds, 1)
+    ours = lsh_attention(qk, v, rotations, num_buckets=1, chunk_size=16, causal=causal,
+                         key_padding_mask=padding)  # fmt: skip
+    expected = shared_qk_reference(qk, v, causal, padding)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    grads = torch.autograd.grad(ours.square().sum(), (qk, v))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (qk, v))
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_buckets_hide_other_buckets_and_stay_finite():
+    torch.manual_seed(1)
+    qk, v = torch.randn(1, 2, 33, 8, requires_grad=True), torch.randn(1, 2, 33, 8)
+    rotations = random_rotations(8, 2, 4, generator=torch.Generator().manual_seed(0))
+    out = lsh_attention(qk, v, rotations, num_buckets=4, chunk_size=8, causal=True)
+    assert out.shape == (1, 2, 33, 8) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert torch.isfinite(qk.grad).all()
+    buckets = lsh_buckets(qk.detach(), rotations, 4)
+    assert buckets.shape == (1, 2, 2, 33) and buckets.max() < 4
+    # A vector and its negation hash to opposite buckets (argmax over [xR, -xR]).
+    flipped = lsh_buckets(-qk.detach(), rotations, 4)
+    assert ((flipped - buckets).abs() == 2).all()
+
+
+def test_gradcheck_and_bad_buckets():
+    qk = torch.randn(1, 1, 6, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, 1, 6, 3, dtype=torch.float64, requires_grad=True)
+    rotations = random_rotations(4, 2, 2, generator=torch.Generator().manual_seed(2)).double()
+    assert torch.autograd.gradcheck(
+        lambda a, b: lsh_attention(a, b, rotations, num_buckets=2, chunk_size=3), (qk, v)
+    )
+    with pytest.raises(ValueError, match="num_buckets must be 1 or even; got 3"):
+        random_rotations(4, 1, 3)
