@@ -65,3 +65,30 @@ def test_gradcheck_and_bad_buckets():
     )
     with pytest.raises(ValueError, match="num_buckets must be 1 or even; got 3"):
         random_rotations(4, 1, 3)
+
+
+def test_module_cache_matches_full_coverage_and_models_select_it():
+    from attnkit.models import GPT, GPTConfig
+    from attnkit.nn import LSHAttention
+
+    torch.manual_seed(3)
+    module = LSHAttention(16, 2, num_hashes=2, num_buckets=1, chunk_size=16).eval()
+    assert not any("k_proj" in name for name, _ in module.named_parameters())
+    x = torch.randn(2, 9, 16)
+    full, _ = module(x, is_causal=True)
+    cache = module.new_cache(2, 9, like=x)
+    steps = [module(x[:, :4], is_causal=True, cache=cache)[0]] + [
+        module(x[:, t : t + 1], is_causal=True, cache=cache)[0] for t in range(4, 9)
+    ]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=0)
+    options = {"num_buckets": 2, "chunk_size": 4}
+    gpt = GPT(GPTConfig(vocab_size=20, max_len=32, d_model=16, num_heads=2, num_layers=1,
+                        attention="lsh", attention_options=options))  # fmt: skip
+    assert isinstance(gpt.layers[0].self_attn, LSHAttention)
+    ids = torch.randint(0, 20, (2, 12))
+    loss = gpt(ids, labels=ids).loss
+    loss.backward()
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="lsh attention takes no 'rotary' positions"):
+        GPT(GPTConfig(vocab_size=20, d_model=16, num_heads=2, num_layers=1, attention="lsh",
+                      positional="rotary"))  # fmt: skip

@@ -7,6 +7,7 @@ from attnkit.nn.attention.multihead import MultiHeadAttention, QueryKeyTransform
 from attnkit.nn.attention.relative import RelativePositionAttention, relative_buckets
 from attnkit.nn.attention.local import SlidingWindowAttention
 from attnkit.nn.attention.kernel import KernelAttention, LinearAttention, PerformerAttention
+from attnkit.nn.attention.lsh import LSHAttention
 from attnkit.nn.attention.scaled_dot_product import ScaledDotProductAttention
 from attnkit.nn.attention.sparse import BlockSparseAttention
 from attnkit.nn.attention.factory import ATTENTION_KINDS, build_self_attention
@@ -15,6 +16,7 @@ __all__ = [
     "ATTENTION_KINDS",
     "BlockSparseAttention",
     "KernelAttention",
+    "LSHAttention",
     "LinearAttention",
     "MultiHeadAttention",
     "PerformerAttention",

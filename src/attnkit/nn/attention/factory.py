@@ -6,6 +6,7 @@ from typing import Any
 
 from attnkit.nn.attention.kernel import LinearAttention, PerformerAttention
 from attnkit.nn.attention.local import SlidingWindowAttention
+from attnkit.nn.attention.lsh import LSHAttention
 from attnkit.nn.attention.multihead import MultiHeadAttention
 from attnkit.nn.attention.relative import RelativePositionAttention
 from attnkit.nn.attention.sparse import BlockSparseAttention
@@ -13,7 +14,7 @@ from attnkit.nn.position.schemes import PositionScheme
 
 __all__ = ["ATTENTION_KINDS", "build_self_attention"]
 
-ATTENTION_KINDS = ("dense", "sliding_window", "block_sparse", "linear", "performer")
+ATTENTION_KINDS = ("dense", "sliding_window", "block_sparse", "linear", "performer", "lsh")
 _SPARSE = {
     "pattern",
     "block_size",
@@ -32,6 +33,7 @@ _OPTIONS = {
     "block_sparse": _SPARSE,
     "linear": {"chunk_size"},
     "performer": {"num_features", "chunk_size"},
+    "lsh": {"num_hashes", "num_buckets", "chunk_size"},
 }
 
 
@@ -53,7 +55,9 @@ def build_self_attention(
             strided, fixed, longformer or bigbird, ``block_size`` and the
             pattern's settings; see :class:`~attnkit.nn.BlockSparseAttention`),
             ``"linear"`` (``chunk_size``, default 64) or
-            ``"performer"`` (``num_features``, default 256; ``chunk_size``).
+            ``"performer"`` (``num_features``, default 256; ``chunk_size``) or
+            ``"lsh"`` (``num_hashes``, ``num_buckets``, ``chunk_size``; positions
+            only as absolute tables).
         d_model, num_heads, dropout: the module's sizes.
         scheme: the stack's positional scheme (its rotary, score bias or Shaw
             relative embeddings go into the module).
@@ -81,6 +85,10 @@ def build_self_attention(
         return SlidingWindowAttention(d_model, num_heads, dropout, **options, **parts)
     if kind == "block_sparse":
         return BlockSparseAttention(d_model, num_heads, dropout, **options, **parts)
+    if kind == "lsh":
+        if scheme.kind != "none" and scheme.absolute is None:
+            raise ValueError(f"lsh attention takes no {scheme.kind!r} positions in attention")
+        return LSHAttention(d_model, num_heads, dropout, **options, **module_options)
     if kind in ("linear", "performer"):
         if scheme.score_bias is not None:
             raise ValueError(f"{kind} attention has no scores for {scheme.kind!r} biases")

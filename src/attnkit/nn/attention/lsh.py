@@ -1,0 +1,121 @@
+"""Reformer's LSH self-attention as a module (shared query/key projection)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnkit.functional import attention_weights
+from attnkit.functional.lsh import lsh_attention, random_rotations
+from attnkit.nn.attention.local import key_padding_from_mask
+from attnkit.nn.attention.multihead import MultiHeadAttention
+from attnkit.nn.kv_cache import KVCache, StaticKVCache
+
+__all__ = ["LSHAttention"]
+
+
+class LSHAttention(MultiHeadAttention):
+    """Self-attention within locality-sensitive hash buckets (Kitaev et al. 2020).
+
+    Args:
+        d_model, num_heads, dropout: as :class:`MultiHeadAttention` (``bias``,
+            ``head_dim`` too; queries and keys share ``q_proj``, so there is no
+            ``k_proj``).
+        num_hashes: hash rounds; num_buckets: buckets per round (1 or even);
+        chunk_size: sorted positions per chunk.
+
+    Training draws fresh random rotations at every forward pass (as the paper
+    does); evaluation uses fixed ones (a buffer, redrawn by :meth:`redraw`).
+    Decoding with a KV cache attends to every cached key (shared-QK attention
+    without buckets: what LSH computes when every key shares the query's
+    bucket and chunk).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        *,
+        num_hashes: int = 2,
+        num_buckets: int = 8,
+        chunk_size: int = 64,
+        **options,
+    ) -> None:
+        if options.get("rotary") is not None or options.get("score_bias") is not None:
+            raise ValueError("LSHAttention takes no rotary or score_bias component")
+        if options.get("num_kv_heads") not in (None, num_heads):
+            raise ValueError("LSHAttention shares queries and keys: num_kv_heads must equal heads")
+        super().__init__(d_model, num_heads, dropout, **options)
+        self.k_proj = nn.Identity()  # queries are the keys
+        self.num_hashes, self.num_buckets, self.chunk_size = num_hashes, num_buckets, chunk_size
+        self.register_buffer("rotations", random_rotations(self.head_dim, num_hashes, num_buckets))
+
+    @torch.no_grad()
+    def redraw(self, generator: torch.Generator | None = None) -> None:
+        """New fixed rotations for evaluation."""
+        fresh = random_rotations(
+            self.head_dim, self.num_hashes, self.num_buckets, generator=generator
+        )
+        self.rotations.copy_(fresh)
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        mask: Tensor | None = None,
+        *,
+        need_weights: bool = False,
+        cache: KVCache | StaticKVCache | None = None,
+        is_causal: bool = False,
+        attn_bias: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Shapes as :meth:`MultiHeadAttention.forward` (self-attention; no weights)."""
+        if key is not None and key is not query:
+            raise ValueError("LSHAttention is self-attention; got a separate key")
+        if need_weights or attn_bias is not None:
+            raise ValueError("LSHAttention returns no weights and takes no attn_bias")
+        total = query.size(1) + (cache.length if cache is not None else 0)
+        padding = key_padding_from_mask(mask, query.size(0), total)
+        if mask is not None and padding is None:
+            raise ValueError(
+                f"LSHAttention takes a key-padding mask of shape (B, 1, 1, T_total); "
+                f"got {tuple(mask.shape)}"
+            )
+        qk = self._split_heads(self.q_proj(query), self.num_heads)
+        v = self._split_heads(self.v_proj(query), self.num_heads)
+        if cache is not None:
+            out = self._cached(qk, v, cache, padding, is_causal)
+        else:
+            rotations = self.rotations
+            if self.training:
+                rotations = random_rotations(self.head_dim, self.num_hashes, self.num_buckets)
+            out = lsh_attention(
+                qk,
+                v,
+                rotations.to(qk.device),
+                num_buckets=self.num_buckets,
+                chunk_size=self.chunk_size,
+                causal=is_causal,
+                key_padding_mask=padding,
+                scale=self.scale,
+            )
+        return self.out_proj(out.transpose(1, 2).flatten(2)), None
+
+    def _cached(self, qk: Tensor, v: Tensor, cache, padding, causal: bool) -> Tensor:
+        """New queries against every cached (unit-norm) key, themselves only if alone."""
+        keys, values = cache.update(qk, v)
+        tq, tk = qk.size(2), keys.size(2)
+        offset = tk - tq
+        rows = torch.arange(tq, device=qk.device)[:, None] + offset
+        cols = torch.arange(tk, device=qk.device)[None, :]
+        visible = cols <= rows if causal else torch.ones(tq, tk, dtype=torch.bool, device=qk.device)
+        if padding is not None:
+            visible = visible & padding[:, None, None, :]
+        others = visible & (cols != rows)
+        visible = torch.where(others.any(-1, keepdim=True), others, visible)
+        weights = attention_weights(qk, F.normalize(keys, dim=-1), visible, scale=self.scale)
+        return (weights @ values.to(weights.dtype)).to(qk.dtype)
