@@ -18,6 +18,7 @@ from torch import Tensor
 from attnkit.functional.backends import attention_weights as _attention_weights
 from attnkit.functional.backends import fused_attention, math_attention
 from attnkit.functional.chunked import chunked_attention
+from attnkit.functional.flex import flex_available, flex_backend
 from attnkit.functional.masks import CausalAlignment
 
 BackendFn = Callable[..., tuple[Tensor, Tensor | None]]
@@ -79,6 +80,13 @@ register_backend(
     chunked_attention,
     description="exact blockwise attention with online softmax; memory linear in T",
 )
+if flex_available():
+    register_backend(
+        "flex",
+        flex_backend,
+        description="torch FlexAttention with the mask and bias as mask/score modifications "
+        "(fused under torch.compile); no dropout",
+    )
 
 
 def _shape(t: Tensor) -> tuple[int, ...]:
