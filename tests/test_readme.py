@@ -24,3 +24,11 @@ def test_readme_model_families_example_runs():
     assert namespace["new"].shape == (2, 50)
     assert namespace["loss"].dim() == 0
     assert namespace["logits"].shape == (8, 10)
+
+
+def test_readme_positions_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    example = next(block for block in blocks if "sliding_window" in block)
+    namespace: dict = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    assert type(namespace["gpt"].layers[0].self_attn).__name__ == "SlidingWindowAttention"
