@@ -3,7 +3,8 @@
 Each case runs in its own fresh worker process so that peak memory means
 something; results are written as JSON (a list of records) and markdown.
 Benchmarks: ``attention`` (:mod:`attnkit.bench.attention`), ``train``
-(:mod:`attnkit.bench.train`), ``gpt-train`` and ``generate`` (:mod:`attnkit.bench.gpt`).
+(:mod:`attnkit.bench.train`), ``gpt-train`` and ``generate`` (:mod:`attnkit.bench.gpt`),
+``scaling`` (:mod:`attnkit.bench.scaling`).
 """
 
 from __future__ import annotations

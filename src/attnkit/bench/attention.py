@@ -94,7 +94,7 @@ def _qkv(case: Case) -> tuple[Tensor, Tensor, Tensor]:
     return _randn(case, *shape), _randn(case, *shape), _randn(case, *shape)
 
 
-def _attention_case(case: Case, fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Prepared:
+def attention_case(case: Case, fn: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Prepared:
     """A prepared attention-level case: ``fn(q, k, v) -> (B, H, T, Dh)``."""
     q, k, v = _qkv(case)
     return Prepared(fn=fn, inputs=(q, k, v), grad_output=torch.randn_like(q))
@@ -127,7 +127,7 @@ def _build_naive(case: Case) -> Prepared:
     if case.causal:
         causal = torch.ones(case.seq_len, case.seq_len, dtype=torch.bool, device=case.device)
         causal = causal.tril()
-    return _attention_case(case, lambda q, k, v: naive_attention(q, k, v, causal))
+    return attention_case(case, lambda q, k, v: naive_attention(q, k, v, causal))
 
 
 def _build_attnkit_backend(backend: str) -> Callable[[Case], Prepared]:
@@ -137,13 +137,13 @@ def _build_attnkit_backend(backend: str) -> Callable[[Case], Prepared]:
         def fn(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
             return scaled_dot_product_attention(q, k, v, is_causal=case.causal, backend=backend)[0]
 
-        return _attention_case(case, fn)
+        return attention_case(case, fn)
 
     return build
 
 
 def _build_torch_sdpa(case: Case) -> Prepared:
-    return _attention_case(
+    return attention_case(
         case, lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=case.causal)
     )
 
@@ -337,9 +337,20 @@ def _skipped(record: dict, reason: str, message: str) -> dict:
     return {**record, "status": "skipped", "skip_reason": reason, "message": message}
 
 
-def run_case(settings: AttentionSettings, impl_name: str, seq_len: int) -> dict:
-    """Run (or skip) one implementation at one sequence length; returns its record."""
-    impl = IMPLEMENTATIONS[impl_name]
+def run_case(
+    settings: AttentionSettings,
+    impl_name: str,
+    seq_len: int,
+    *,
+    registry: dict[str, Implementation] | None = None,
+    suite: str = "attention",
+) -> dict:
+    """Run (or skip) one implementation at one sequence length; returns its record.
+
+    ``registry`` (default :data:`IMPLEMENTATIONS`) holds ``impl_name``; ``suite`` names
+    the module whose ``prepare`` builds the case in the worker (``attnkit.bench.<suite>``).
+    """
+    impl = (IMPLEMENTATIONS if registry is None else registry)[impl_name]
     case = settings.case(seq_len)
     record = _base_record(impl_name, case, impl.estimate(case))
     unavailable = impl.available()
@@ -352,7 +363,7 @@ def run_case(settings: AttentionSettings, impl_name: str, seq_len: int) -> dict:
         )
         return _skipped(record, "memory_budget", message)
     payload = {
-        "suite": "attention",
+        "suite": suite,
         "impl": impl_name,
         "case": asdict(case),
         "timing": asdict(settings.timing),
@@ -363,13 +374,21 @@ def run_case(settings: AttentionSettings, impl_name: str, seq_len: int) -> dict:
 
 
 def run_attention(
-    settings: AttentionSettings, on_record: Callable[[dict], None] | None = None
+    settings: AttentionSettings,
+    on_record: Callable[[dict], None] | None = None,
+    *,
+    registry: dict[str, Implementation] | None = None,
+    suite: str = "attention",
 ) -> list[dict]:
-    """All cases, shortest sequences first; ``on_record`` sees each record as it arrives."""
+    """All cases, shortest sequences first; ``on_record`` sees each record as it arrives.
+
+    ``registry`` and ``suite`` as in :func:`run_case` (another suite of attention-level
+    cases, such as ``scaling``, reuses this loop with its own).
+    """
     records = []
     for seq_len in settings.seq_lens:
         for impl_name in settings.impls:
-            record = run_case(settings, impl_name, seq_len)
+            record = run_case(settings, impl_name, seq_len, registry=registry, suite=suite)
             records.append(record)
             if on_record is not None:
                 on_record(record)

@@ -1,7 +1,8 @@
 """``attnkit bench`` subcommands: their arguments and what they run.
 
 Each subcommand is a :class:`Command` in :data:`COMMANDS` (``attention``,
-``train``, and ``gpt-train`` and ``generate`` from :mod:`attnkit.bench.commands_gpt`);
+``train``, ``gpt-train`` and ``generate`` from :mod:`attnkit.bench.commands_gpt`, and
+``scaling`` from :mod:`attnkit.bench.commands_scaling`);
 a new benchmark adds one entry with a ``configure`` and a ``run`` function.
 """
 
@@ -11,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
@@ -21,18 +23,16 @@ from attnkit.bench.arguments import (
     COMPILE_MODES,
     device_name,
     dtype_name,
-    int_list,
     names_from,
-    non_negative_float,
     positive_float,
     positive_int,
 )
-from attnkit.bench.attention import (
-    DEFAULT_IMPLS,
-    DEFAULT_SEQ_LENS,
-    IMPLEMENTATIONS,
-    AttentionSettings,
-    run_attention,
+from attnkit.bench.attention import DEFAULT_IMPLS, DEFAULT_SEQ_LENS, IMPLEMENTATIONS, run_attention
+from attnkit.bench.commands_common import (
+    add_attention_arguments,
+    attention_progress_line,
+    attention_settings,
+    run_with_progress,
 )
 from attnkit.bench.commands_gpt import (
     configure_generate,
@@ -40,11 +40,9 @@ from attnkit.bench.commands_gpt import (
     run_generate_command,
     run_gpt_train_command,
 )
-from attnkit.bench.environment import describe, device_memory_bytes
-from attnkit.bench.measure import Timing
+from attnkit.bench.commands_scaling import configure_scaling, run_scaling_command
+from attnkit.bench.environment import describe
 from attnkit.bench.report import write_json, write_report, write_train_report
-
-DEFAULT_BUDGET_FRACTION = 0.6
 
 
 @dataclass(frozen=True)
@@ -70,102 +68,13 @@ train_impl_list.__doc__ = "argparse type: comma-separated training implementatio
 
 def configure_attention(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``attnkit bench attention``."""
-    add = parser.add_argument
-    add(
-        "--seq-lens",
-        type=int_list,
-        default=DEFAULT_SEQ_LENS,
-        metavar="T,T,...",
-        help=f"sequence lengths (default: {','.join(map(str, DEFAULT_SEQ_LENS))}; "
-        "cases estimated over the memory budget are skipped)",
-    )
-    add("--batch", type=positive_int, default=2, help="batch size B (default: %(default)s)")
-    add("--heads", type=positive_int, default=8, help="heads H (default: %(default)s)")
-    add("--head-dim", type=positive_int, default=64, help="head dim Dh (default: %(default)s)")
-    add(
-        "--impls",
-        type=impl_list,
-        default=DEFAULT_IMPLS,
-        metavar="NAME,...",
-        help=f"implementations (default: all of {', '.join(DEFAULT_IMPLS)})",
-    )
-    add("--no-causal", dest="causal", action="store_false", help="full (non-causal) attention")
-    add("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    add("--dtype", type=dtype_name, default="float32", help="fp32, bf16 or fp16 (default: fp32)")
-    add(
-        "--min-time",
-        type=non_negative_float,
-        default=1.0,
-        help="stop repeating once this many seconds were timed (default: %(default)s)",
-    )
-    add(
-        "--max-repeats",
-        type=positive_int,
-        default=5,
-        help="at most this many timed runs per phase (default: %(default)s)",
-    )
-    add(
-        "--memory-budget-gb",
-        type=positive_float,
-        default=None,
-        help="skip cases whose estimated peak exceeds this many GiB "
-        f"(default: {DEFAULT_BUDGET_FRACTION * 100:.0f}%% of the device's total memory)",
-    )
-    add(
-        "--threads",
-        type=positive_int,
-        default=None,
-        help="torch.set_num_threads in each worker (default: torch's default)",
-    )
-    add(
-        "--timeout",
-        type=positive_float,
-        default=1800.0,
-        help="seconds before one case's worker is stopped (default: %(default)s)",
-    )
-    add("--seed", type=int, default=0, help="random seed of the inputs (default: %(default)s)")
-    add(
-        "--output",
-        type=Path,
-        default=Path("bench-results"),
-        help="directory for attention.json and attention.md (default: %(default)s)",
-    )
-
-
-def _memory_budget(args: argparse.Namespace) -> int:
-    """Budget in bytes: the user's, else a fraction of the device's memory."""
-    if args.memory_budget_gb is not None:
-        return int(args.memory_budget_gb * 2**30)
-    total = device_memory_bytes(args.device)
-    return int(DEFAULT_BUDGET_FRACTION * total) if total else 8 * 2**30
-
-
-def attention_settings(args: argparse.Namespace) -> AttentionSettings:
-    """Parsed arguments -> :class:`AttentionSettings`."""
-    return AttentionSettings(
-        seq_lens=args.seq_lens,
-        batch=args.batch,
-        heads=args.heads,
-        head_dim=args.head_dim,
-        causal=args.causal,
-        device=args.device,
-        dtype=args.dtype,
-        impls=args.impls,
-        timing=Timing(min_time=args.min_time, max_repeats=args.max_repeats),
-        memory_budget_bytes=_memory_budget(args),
-        threads=args.threads,
-        seed=args.seed,
-        timeout_s=args.timeout,
-    )
-
-
-def _progress_line(record: dict) -> str:
-    head = f"attention {record['impl']:<16} T={record['T']:<6}"
-    if record["status"] != "ok":
-        return f"{head} {record['status']}: {record['message']}"
-    return (
-        f"{head} fwd {record['fwd_s'] * 1e3:9.2f} ms  fwd+bwd {record['fwd_bwd_s'] * 1e3:9.2f} ms"
-        f"  peak {record['peak_mem_bytes'] / 2**20:9.1f} MiB"
+    add_attention_arguments(
+        parser,
+        seq_lens=DEFAULT_SEQ_LENS,
+        impls=DEFAULT_IMPLS,
+        impl_type=impl_list,
+        batch=2,
+        output_files="attention.json and attention.md",
     )
 
 
@@ -173,17 +82,13 @@ def run_attention_command(args: argparse.Namespace, parser: argparse.ArgumentPar
     """Run the attention benchmark, write the results, print the markdown."""
     del parser
     settings = attention_settings(args)
-    records: list[dict] = []
-    total = len(settings.seq_lens) * len(settings.impls)
-    with tqdm(total=total, desc="attention", file=sys.stderr, disable=None) as bar:
-
-        def on_record(record: dict) -> None:
-            records.append(record)
-            write_json(records, args.output / "attention.json")  # partial results survive
-            bar.update()
-            tqdm.write(_progress_line(record), file=sys.stderr)
-
-        run_attention(settings, on_record)
+    records = run_with_progress(
+        "attention",
+        len(settings.seq_lens) * len(settings.impls),
+        args.output / "attention.json",
+        lambda on_record: run_attention(settings, on_record),
+        partial(attention_progress_line, "attention"),
+    )
     markdown = write_report(records, settings, describe(settings.device), args.output)
     print(markdown)
     print(
@@ -406,5 +311,11 @@ COMMANDS: dict[str, Command] = {
         "Hugging Face GPT-2 generate, with and without the KV cache, on the same weights",
         configure=configure_generate,
         run=run_generate_command,
+    ),
+    "scaling": Command(
+        help="time and peak memory of forward+backward as the sequence grows, for dense, "
+        "chunked, sliding-window, block-sparse, linear, Performer and LSH attention",
+        configure=configure_scaling,
+        run=run_scaling_command,
     ),
 }

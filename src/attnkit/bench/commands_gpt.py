@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-
-from tqdm import tqdm
 
 from attnkit.bench import gpt
 from attnkit.bench.arguments import (
@@ -22,8 +19,8 @@ from attnkit.bench.arguments import (
     positive_float,
     positive_int,
 )
+from attnkit.bench.commands_common import run_with_progress
 from attnkit.bench.environment import describe
-from attnkit.bench.report import write_json
 from attnkit.bench.report_gpt import write_generate_report, write_gpt_train_report
 
 SIZE_CHOICES = (*gpt.SIZES, "both")
@@ -58,26 +55,6 @@ def _add_common(parser: argparse.ArgumentParser, output_files: str) -> None:
         default=Path("bench-results"),
         help=f"directory for {output_files} (default: %(default)s)",
     )
-
-
-def _run_with_progress(
-    name: str,
-    total: int,
-    json_path: Path,
-    run: Callable[[Callable[[dict], None]], list[dict]],
-    line: Callable[[dict], str],
-) -> list[dict]:
-    """Run with a progress bar; every record is printed and saved as it arrives."""
-    records: list[dict] = []
-    with tqdm(total=total, desc=name, file=sys.stderr, disable=None) as bar:
-
-        def on_record(record: dict) -> None:
-            records.append(record)
-            write_json(records, json_path)  # partial results survive
-            bar.update()
-            tqdm.write(line(record), file=sys.stderr)
-
-        return run(on_record)
 
 
 def _finish(records: list[dict], markdown: str, output: Path, stem: str) -> int:
@@ -220,7 +197,7 @@ def run_gpt_train_command(args: argparse.Namespace, parser: argparse.ArgumentPar
     available = [n for n in settings.impls if not gpt.TRAIN_IMPLEMENTATIONS[n].available()]
     per_round = len(settings.cases)
     total = per_round * (len(settings.impls) + (settings.rounds - 1) * len(available))
-    records = _run_with_progress(
+    records = run_with_progress(
         "gpt-train",
         total,
         args.output / "gpt_train.json",
@@ -315,7 +292,7 @@ def run_generate_command(args: argparse.Namespace, parser: argparse.ArgumentPars
         settings = generate_settings(args, parser)
     except SystemExit as exit_:  # parser.error: the usage message is printed, code 2
         return exit_.code if isinstance(exit_.code, int) else 2
-    records = _run_with_progress(
+    records = run_with_progress(
         "generate",
         len(settings.impls),
         args.output / "generate.json",

@@ -141,14 +141,20 @@ def _mem_methods(records: Sequence[dict]) -> str:
     return ", ".join(sorted({r["mem_method"] for r in records if r.get("mem_method")})) or "n/a"
 
 
-def _header(records: Sequence[dict], settings: AttentionSettings, env: dict) -> list[str]:
+def _header(
+    records: Sequence[dict],
+    settings: AttentionSettings,
+    env: dict,
+    title: str = "attnkit attention benchmark",
+) -> list[str]:
+    """Title, date, machine, software, device, case settings, timing and memory method."""
     ram = f"{env['ram_bytes'] / GIB:.1f} GiB RAM" if env.get("ram_bytes") else "RAM unknown"
     device = settings.device
     if env.get("gpu"):
         device += f" ({env['gpu']}, {env['gpu_memory_bytes'] / GIB:.1f} GiB, CUDA {env['cuda']})"
     t = settings.timing
     return [
-        "# attnkit attention benchmark",
+        f"# {title}",
         "",
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {env['cpu']}, {env['cores']} usable cores "
