@@ -7,7 +7,7 @@ attnkit evaluate --checkpoint RUN_DIR      BLEU/chrF of a trained run on a split
 attnkit translate --checkpoint RUN_DIR     stdin -> stdout, one sentence per line
 attnkit generate --checkpoint RUN_DIR      sample: continue stdin lines (GPT runs) or
                                            translate them (translation runs)
-attnkit bench attention|train|gpt-train|generate   benchmarks
+attnkit bench attention|train|gpt-train|generate|scaling   benchmarks
 ```
 """
 
