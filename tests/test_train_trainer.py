@@ -385,3 +385,17 @@ def test_config_round_trip_and_validation():
         TrainConfig(max_steps=1, precision="fp8")
     with pytest.raises(ValueError, match="patience"):
         TrainConfig(max_steps=1, patience=3)
+
+
+def test_decay_embeddings_moves_embedding_tables_to_the_decayed_group():
+    from attnkit.train.optim import parameter_groups
+
+    model = torch.nn.Sequential(
+        torch.nn.Embedding(10, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 3)
+    )
+    default = {g["name"]: len(g["params"]) for g in parameter_groups(model, 0.1)}
+    decayed = {
+        g["name"]: len(g["params"]) for g in parameter_groups(model, 0.1, decay_embeddings=True)
+    }
+    assert default == {"decay": 1, "no_decay": 4}  # linear weight | embedding, norm x2, bias
+    assert decayed == {"decay": 2, "no_decay": 3}

@@ -30,6 +30,10 @@ class TrainConfig:
       ``d = noam_d_model`` (default: the model's ``config.d_model``). With
       ``lr=1`` this is exactly the schedule of "Attention Is All You Need".
 
+    Optimizer: AdamW (``betas``, ``eps``, ``weight_decay``); norms, biases and
+    embeddings are not decayed unless ``decay_embeddings`` (GPT-2 / nanoGPT decay
+    their embedding matrices).
+
     Precision: ``fp32``; ``bf16`` (autocast); ``fp16`` (autocast + gradient scaler).
     Evaluation every ``eval_every`` steps and at the end; ``best_metric`` /
     ``best_mode`` choose the best checkpoint and ``patience`` evaluations
@@ -53,6 +57,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-9
     weight_decay: float = 0.01
+    decay_embeddings: bool = False
     # schedule
     schedule: str = "constant"
     warmup_steps: int = 0

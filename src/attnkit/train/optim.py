@@ -16,34 +16,36 @@ logger = logging.getLogger(__name__)
 _NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.modules.batchnorm._NormBase)
 
 
-def is_no_decay_module(module: nn.Module) -> bool:
-    """Norm layers and embedding tables, whose weights are not decayed."""
+def is_no_decay_module(module: nn.Module, *, embeddings: bool = True) -> bool:
+    """Norm layers and (unless ``embeddings=False``) embedding tables: not decayed."""
     name = type(module).__name__
-    return (
-        isinstance(module, (*_NORM_TYPES, nn.Embedding, nn.EmbeddingBag))
-        or name.endswith("Norm")
-        or "Embedding" in name
-    )
+    if isinstance(module, _NORM_TYPES) or name.endswith("Norm"):
+        return True
+    is_embedding = isinstance(module, (nn.Embedding, nn.EmbeddingBag)) or "Embedding" in name
+    return embeddings and is_embedding
 
 
-def _no_decay_ids(model: nn.Module) -> set[int]:
-    """Ids of parameters owned by a norm or embedding module (tied copies included)."""
+def _no_decay_ids(model: nn.Module, embeddings: bool) -> set[int]:
+    """Ids of parameters owned by a norm (or embedding) module, tied copies included."""
     ids: set[int] = set()
     for module in model.modules():
-        if is_no_decay_module(module):
+        if is_no_decay_module(module, embeddings=embeddings):
             ids.update(id(p) for p in module.parameters(recurse=False))
     return ids
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def parameter_groups(
+    model: nn.Module, weight_decay: float, *, decay_embeddings: bool = False
+) -> list[dict]:
     """Two AdamW groups: ``decay`` (weight matrices) and ``no_decay``.
 
     ``no_decay`` holds parameters of norm and embedding modules (a weight tied
     to an embedding included), biases and any other parameter with fewer than
-    two dimensions (gains, scales). Frozen parameters are left out; each shared
-    parameter appears once. Groups carry a ``"name"`` key for logs.
+    two dimensions (gains, scales). ``decay_embeddings=True`` decays embedding
+    tables like other matrices (as GPT-2 / nanoGPT do). Frozen parameters are
+    left out; each shared parameter appears once. Groups carry a ``"name"`` key.
     """
-    no_decay_ids = _no_decay_ids(model)
+    no_decay_ids = _no_decay_ids(model, embeddings=not decay_embeddings)
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -66,7 +68,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     ``foreach`` implementation when the parameters' device or dtype has no
     fused kernel.
     """
-    groups = parameter_groups(model, config.weight_decay)
+    groups = parameter_groups(model, config.weight_decay, decay_embeddings=config.decay_embeddings)
     if not groups:
         raise ValueError("the model has no trainable parameters")
     kwargs = {"lr": config.lr, "betas": config.betas, "eps": config.eps}
