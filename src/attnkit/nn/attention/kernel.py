@@ -11,6 +11,8 @@ matrix to drop from).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import Tensor
 
@@ -24,7 +26,7 @@ from attnkit.nn.kv_cache import KVCache, StaticKVCache
 __all__ = ["KernelAttention", "LinearAttention", "PerformerAttention"]
 
 
-class KernelAttention(MultiHeadAttention):
+class KernelAttention(MultiHeadAttention, ABC):
     """Base class: subclasses define :meth:`features` ``(q, k) -> (phi(q), phi(k))``."""
 
     def __init__(
@@ -35,8 +37,9 @@ class KernelAttention(MultiHeadAttention):
         super().__init__(d_model, num_heads, dropout, **options)
         self.chunk_size = chunk_size
 
+    @abstractmethod
     def features(self, query: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
+        """Positive features ``(B, H, Tq, F)`` and ``(B, H, Tk, F)`` of queries and keys."""
 
     def forward(
         self,
