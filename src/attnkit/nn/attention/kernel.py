@@ -19,8 +19,8 @@ from torch import Tensor
 from attnkit.functional._common import compute_dtype, repeat_kv
 from attnkit.functional.linear import EPS, elu_feature_map, feature_attention
 from attnkit.functional.performer import orthogonal_random_features, positive_random_features
-from attnkit.nn.attention.local import key_padding_from_mask
 from attnkit.nn.attention.multihead import MultiHeadAttention
+from attnkit.nn.attention.pattern import key_padding_from_mask
 from attnkit.nn.kv_cache import KVCache, StaticKVCache
 
 __all__ = ["KernelAttention", "LinearAttention", "PerformerAttention"]

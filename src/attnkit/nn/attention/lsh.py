@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 from attnkit.functional import attention_weights
 from attnkit.functional.lsh import lsh_attention, random_rotations
-from attnkit.nn.attention.local import key_padding_from_mask
 from attnkit.nn.attention.multihead import MultiHeadAttention
+from attnkit.nn.attention.pattern import key_padding_from_mask
 from attnkit.nn.kv_cache import KVCache, StaticKVCache
 
 __all__ = ["LSHAttention"]

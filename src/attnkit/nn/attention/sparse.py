@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from attnkit.functional import combine_masks
 from attnkit.functional.block_sparse import (
     bigbird_layout,
     block_sparse_attention,
@@ -18,16 +17,14 @@ from attnkit.functional.block_sparse import (
     sliding_layout,
     strided_layout,
 )
-from attnkit.nn.attention.local import key_padding_from_mask
-from attnkit.nn.attention.multihead import MultiHeadAttention
-from attnkit.nn.kv_cache import KVCache, StaticKVCache
+from attnkit.nn.attention.pattern import PatternAttention
 
 __all__ = ["PATTERNS", "BlockSparseAttention"]
 
 PATTERNS = ("sliding", "strided", "fixed", "longformer", "bigbird")
 
 
-class BlockSparseAttention(MultiHeadAttention):
+class BlockSparseAttention(PatternAttention):
     """Self-attention over the key blocks a sparsity pattern selects.
 
     Args:
@@ -99,55 +96,24 @@ class BlockSparseAttention(MultiHeadAttention):
             num_blocks, o["window_blocks"], globals_, o["random_blocks"], generator=generator
         )
 
-    def forward(
-        self,
-        query: Tensor,
-        key: Tensor | None = None,
-        value: Tensor | None = None,
-        mask: Tensor | None = None,
-        *,
-        need_weights: bool = False,
-        cache: KVCache | StaticKVCache | None = None,
-        is_causal: bool = False,
-        attn_bias: Tensor | None = None,
-        positions: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Shapes as :meth:`MultiHeadAttention.forward` (self-attention only)."""
-        if key is not None and key is not query:
-            raise ValueError("BlockSparseAttention is self-attention; got a separate key")
-        padding = key_padding_from_mask(mask, query.size(0), query.size(1))
-        blockwise = cache is None and not need_weights and attn_bias is None
-        if not blockwise or (mask is not None and padding is None) or self.score_bias is not None:
-            return self._dense(query, mask, need_weights, cache, is_causal, attn_bias, positions)
-        q = self._split_heads(self.q_proj(query), self.num_heads)
-        q, k, v, _ = self._keys_values(q, query, query, None, positions)
-        layout = self.layout(math.ceil(query.size(1) / self.block_size))
-        out = block_sparse_attention(
+    def pattern_mask(self, query_len: int, total: int, causal: bool, device) -> Tensor:
+        layout = self.layout(math.ceil(total / self.block_size))
+        sparse = layout_to_mask(layout, self.block_size, total, causal=causal)
+        return sparse[:, :, total - query_len :].to(device)
+
+    def pattern_attention(
+        self, q: Tensor, k: Tensor, v: Tensor, padding: Tensor | None, causal: bool
+    ) -> Tensor:
+        return block_sparse_attention(
             q,
             k,
             v,
-            layout,
+            self.layout(math.ceil(q.size(2) / self.block_size)),
             block_size=self.block_size,
-            causal=is_causal,
+            causal=causal,
             key_padding_mask=padding,
             dropout_p=self.dropout if self.training else 0.0,
             scale=self.scale,
-        )
-        return self.out_proj(out.transpose(1, 2).flatten(2)), None
-
-    def _dense(self, query, mask, need_weights, cache, is_causal, attn_bias, positions):
-        """The layout as a mask over all keys; queries are the last ``Tq`` positions."""
-        total = query.size(1) + (cache.length if cache is not None else 0)
-        layout = self.layout(math.ceil(total / self.block_size))
-        sparse = layout_to_mask(layout, self.block_size, total, causal=is_causal)
-        sparse = sparse[:, :, total - query.size(1) :].to(query.device)
-        return super().forward(
-            query,
-            mask=combine_masks(mask, sparse),
-            need_weights=need_weights,
-            cache=cache,
-            attn_bias=attn_bias,
-            positions=positions,
         )
 
     def extra_repr(self) -> str:
