@@ -13,9 +13,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-
-from tqdm import tqdm
 
 from attnkit.bench import train
 from attnkit.bench.arguments import (
@@ -24,12 +21,12 @@ from attnkit.bench.arguments import (
     device_name,
     dtype_name,
     names_from,
-    positive_float,
     positive_int,
 )
 from attnkit.bench.attention import DEFAULT_IMPLS, DEFAULT_SEQ_LENS, IMPLEMENTATIONS, run_attention
 from attnkit.bench.commands_common import (
     add_attention_arguments,
+    add_run_arguments,
     attention_progress_line,
     attention_settings,
     run_with_progress,
@@ -42,7 +39,7 @@ from attnkit.bench.commands_gpt import (
 )
 from attnkit.bench.commands_scaling import configure_scaling, run_scaling_command
 from attnkit.bench.environment import describe
-from attnkit.bench.report import write_json, write_report, write_train_report
+from attnkit.bench.report import write_report, write_train_report
 
 
 @dataclass(frozen=True)
@@ -188,29 +185,8 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
         help="torch.compile backend of attnkit_compiled (default: %(default)s; aot_eager "
         "checks the plumbing in seconds, without generating code)",
     )
-    add(
-        "--threads",
-        type=positive_int,
-        default=None,
-        help="torch.set_num_threads in each worker (default: torch's default)",
-    )
-    add(
-        "--timeout",
-        type=positive_float,
-        default=1800.0,
-        help="seconds before one implementation's worker is stopped (default: %(default)s)",
-    )
-    add(
-        "--seed",
-        type=int,
-        default=0,
-        help="random seed of weights and batches (default: %(default)s)",
-    )
-    add(
-        "--output",
-        type=Path,
-        default=Path("bench-results"),
-        help="directory for train.json and train.md (default: %(default)s)",
+    add_run_arguments(
+        parser, "train.json and train.md", worker="implementation", seed_of="weights and batches"
     )
 
 
@@ -270,18 +246,15 @@ def run_train_command(args: argparse.Namespace, parser: argparse.ArgumentParser)
         settings = train_settings(args, parser)
     except SystemExit as exit_:  # parser.error: the usage message is printed, code 2
         return exit_.code if isinstance(exit_.code, int) else 2
-    records: list[dict] = []
     available = [name for name in settings.impls if not train.IMPLEMENTATIONS[name].available()]
     total = len(settings.impls) + (settings.rounds - 1) * len(available)
-    with tqdm(total=total, desc="train", file=sys.stderr, disable=None) as bar:
-
-        def on_record(record: dict) -> None:
-            records.append(record)
-            write_json(records, args.output / "train.json")  # partial results survive
-            bar.update()
-            tqdm.write(_train_progress_line(record), file=sys.stderr)
-
-        train.run_train(settings, on_record)
+    records = run_with_progress(
+        "train",
+        total,
+        args.output / "train.json",
+        partial(train.run_train, settings),
+        _train_progress_line,
+    )
     markdown = write_train_report(records, settings, describe(settings.case.device), args.output)
     print(markdown)
     print(f"wrote {args.output / 'train.json'} and {args.output / 'train.md'}", file=sys.stderr)

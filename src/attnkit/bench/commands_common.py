@@ -32,6 +32,32 @@ DEFAULT_BUDGET_FRACTION = 0.6
 FALLBACK_BUDGET_BYTES = 8 * 2**30
 
 
+def add_run_arguments(
+    parser: argparse.ArgumentParser, output_files: str, *, worker: str, seed_of: str
+) -> None:
+    """``--threads``, ``--timeout``, ``--seed`` and ``--output``, shared by every benchmark."""
+    add = parser.add_argument
+    add(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch.set_num_threads in each worker (default: torch's default)",
+    )
+    add(
+        "--timeout",
+        type=positive_float,
+        default=1800.0,
+        help=f"seconds before one {worker}'s worker is stopped (default: %(default)s)",
+    )
+    add("--seed", type=int, default=0, help=f"random seed of {seed_of} (default: %(default)s)")
+    add(
+        "--output",
+        type=Path,
+        default=Path("bench-results"),
+        help=f"directory for {output_files} (default: %(default)s)",
+    )
+
+
 def add_attention_arguments(
     parser: argparse.ArgumentParser,
     *,
@@ -89,25 +115,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser, output_files: str) -> No
         help="skip cases whose estimated peak exceeds this many GiB "
         f"(default: {DEFAULT_BUDGET_FRACTION * 100:.0f}%% of the device's total memory)",
     )
-    add(
-        "--threads",
-        type=positive_int,
-        default=None,
-        help="torch.set_num_threads in each worker (default: torch's default)",
-    )
-    add(
-        "--timeout",
-        type=positive_float,
-        default=1800.0,
-        help="seconds before one case's worker is stopped (default: %(default)s)",
-    )
-    add("--seed", type=int, default=0, help="random seed of the inputs (default: %(default)s)")
-    add(
-        "--output",
-        type=Path,
-        default=Path("bench-results"),
-        help=f"directory for {output_files} (default: %(default)s)",
-    )
+    add_run_arguments(parser, output_files, worker="case", seed_of="the inputs")
 
 
 def memory_budget(args: argparse.Namespace) -> int:

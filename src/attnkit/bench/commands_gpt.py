@@ -19,7 +19,7 @@ from attnkit.bench.arguments import (
     positive_float,
     positive_int,
 )
-from attnkit.bench.commands_common import run_with_progress
+from attnkit.bench.commands_common import add_run_arguments, run_with_progress
 from attnkit.bench.environment import describe
 from attnkit.bench.report_gpt import write_generate_report, write_gpt_train_report
 
@@ -34,27 +34,10 @@ generate_impl_list.__doc__ = "argparse type: comma-separated generation implemen
 
 def _add_common(parser: argparse.ArgumentParser, output_files: str) -> None:
     """--device, --threads, --timeout, --seed and --output, as ``bench train`` has them."""
-    add = parser.add_argument
-    add("--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    add(
-        "--threads",
-        type=positive_int,
-        default=None,
-        help="torch.set_num_threads in each worker (default: torch's default)",
+    parser.add_argument(
+        "--device", type=device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)"
     )
-    add(
-        "--timeout",
-        type=positive_float,
-        default=1800.0,
-        help="seconds before one implementation's worker is stopped (default: %(default)s)",
-    )
-    add("--seed", type=int, default=0, help="random seed of weights and data (default: 0)")
-    add(
-        "--output",
-        type=Path,
-        default=Path("bench-results"),
-        help=f"directory for {output_files} (default: %(default)s)",
-    )
+    add_run_arguments(parser, output_files, worker="implementation", seed_of="weights and data")
 
 
 def _finish(records: list[dict], markdown: str, output: Path, stem: str) -> int:

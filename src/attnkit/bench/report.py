@@ -25,6 +25,13 @@ def write_json(records: Sequence[dict], path: Path) -> None:
     path.write_text(json.dumps(list(records), indent=2) + "\n")
 
 
+def write_results(records: Sequence[dict], markdown: str, output: Path, stem: str) -> str:
+    """Write ``{stem}.json`` and ``{stem}.md`` into ``output``; return the markdown."""
+    write_json(records, output / f"{stem}.json")
+    (output / f"{stem}.md").write_text(markdown)
+    return markdown
+
+
 def _number(value: float) -> str:
     """About three significant digits, never in exponent notation."""
     if value >= 100:
@@ -212,10 +219,7 @@ def write_report(
     output: Path,
 ) -> str:
     """Write ``attention.json`` and ``attention.md`` into ``output``; return the markdown."""
-    markdown = render_markdown(records, settings, env)
-    write_json(records, output / "attention.json")
-    (output / "attention.md").write_text(markdown)
-    return markdown
+    return write_results(records, render_markdown(records, settings, env), output, "attention")
 
 
 # --------------------------------------------------------------------------- train
@@ -385,7 +389,4 @@ def write_train_report(
     records: Sequence[dict], settings: TrainSettings, env: dict, output: Path
 ) -> str:
     """Write ``train.json`` and ``train.md`` into ``output``; return the markdown."""
-    markdown = render_train_markdown(records, settings, env)
-    write_json(records, output / "train.json")
-    (output / "train.md").write_text(markdown)
-    return markdown
+    return write_results(records, render_train_markdown(records, settings, env), output, "train")

@@ -25,7 +25,7 @@ from attnkit.bench.report import (
     _section,
     _threads,
     _train_software,
-    write_json,
+    write_results,
 )
 
 TRAIN_COLUMNS = (
@@ -210,9 +210,7 @@ def write_gpt_train_report(
 ) -> str:
     """Write ``gpt_train.json`` and ``gpt_train.md`` into ``output``; return the markdown."""
     markdown = render_gpt_train_markdown(records, settings, env)
-    write_json(records, output / "gpt_train.json")
-    (output / "gpt_train.md").write_text(markdown)
-    return markdown
+    return write_results(records, markdown, output, "gpt_train")
 
 
 # --------------------------------------------------------------------------- generate
@@ -299,6 +297,4 @@ def write_generate_report(
 ) -> str:
     """Write ``generate.json`` and ``generate.md`` into ``output``; return the markdown."""
     markdown = render_generate_markdown(records, settings, env)
-    write_json(records, output / "generate.json")
-    (output / "generate.md").write_text(markdown)
-    return markdown
+    return write_results(records, markdown, output, "generate")

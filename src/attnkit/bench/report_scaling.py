@@ -18,7 +18,7 @@ from attnkit.bench.report import (
     _section,
     _shown_impls,
     _table,
-    write_json,
+    write_results,
 )
 from attnkit.bench.scaling import IMPLEMENTATIONS
 
@@ -197,9 +197,7 @@ def write_scaling_report(
 ) -> str:
     """Write ``scaling.json``, ``scaling.md`` and ``scaling.png`` into ``output``;
     return the markdown."""
-    markdown = render_scaling_markdown(records, settings, env)
-    write_json(records, output / f"{STEM}.json")
-    (output / f"{STEM}.md").write_text(markdown)
+    markdown = write_results(records, render_scaling_markdown(records, settings, env), output, STEM)
     impls = _shown_impls(records, settings.impls)
     plot_scaling(records, impls, output / f"{STEM}.png", _plot_title(settings, env))
     return markdown

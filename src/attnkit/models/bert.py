@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnkit.models._config import check_divisible, check_positional, check_positive
 from attnkit.models.outputs import ModelOutput
 from attnkit.nn import (
     Dropout,
@@ -30,7 +31,6 @@ from attnkit.nn import (
     position_scheme,
 )
 from attnkit.nn.layers.feedforward import ACTIVATIONS
-from attnkit.nn.position import POSITIONAL_KINDS
 
 __all__ = [
     "BertConfig",
@@ -90,17 +90,9 @@ class BertConfig:
     attention_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.positional not in POSITIONAL_KINDS:
-            raise ValueError(
-                f"positional must be one of {POSITIONAL_KINDS}; got {self.positional!r}"
-            )
-        for name in ("vocab_size", "max_len", "d_model", "num_heads", "num_layers", "d_ff"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.d_model % self.num_heads != 0:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
-            )
+        check_positional(self.positional)
+        check_positive(self, "vocab_size", "max_len", "d_model", "num_heads", "num_layers", "d_ff")
+        check_divisible(self.d_model, self.num_heads)
         if self.num_labels < 1:
             raise ValueError(f"num_labels must be >= 1; got {self.num_labels}")
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.functional import positions_from_mask
+from attnkit.models._config import check_divisible, check_positional, check_positive
 from attnkit.models.outputs import ModelOutput
 from attnkit.nn import (
     Dropout,
@@ -32,7 +33,6 @@ from attnkit.nn import (
     make_norm,
     position_scheme,
 )
-from attnkit.nn.position import POSITIONAL_KINDS
 
 __all__ = ["GPT", "GPTConfig", "build_gpt", "causal_lm_loss"]
 
@@ -91,17 +91,9 @@ class GPTConfig:
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "max_len", "d_model", "num_heads", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.d_model % self.num_heads != 0:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
-            )
-        if self.positional not in POSITIONAL_KINDS:
-            raise ValueError(
-                f"positional must be one of {POSITIONAL_KINDS}; got {self.positional!r}"
-            )
+        check_positive(self, "vocab_size", "max_len", "d_model", "num_heads", "num_layers")
+        check_divisible(self.d_model, self.num_heads)
+        check_positional(self.positional)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.functional import create_padding_mask
+from attnkit.models._config import check_positional, check_positive
 from attnkit.models.outputs import ModelOutput
 from attnkit.nn import (
     DecoderCache,
@@ -43,7 +44,6 @@ from attnkit.nn import (
     build_self_attention,
     position_scheme,
 )
-from attnkit.nn.position import POSITIONAL_KINDS
 
 __all__ = ["T5", "Seq2SeqOutput", "T5Config", "shift_right"]
 
@@ -101,13 +101,8 @@ class T5Config:
     attention_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.positional not in POSITIONAL_KINDS:
-            raise ValueError(
-                f"positional must be one of {POSITIONAL_KINDS}; got {self.positional!r}"
-            )
-        for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        check_positional(self.positional)
+        check_positive(self, "vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers")
         if self.activation not in ("relu", "geglu_tanh", "gelu", "geglu"):
             raise ValueError(
                 "activation must be 'relu', 'gelu', 'geglu' or 'geglu_tanh'; "

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.functional import create_padding_mask
+from attnkit.models._config import check_divisible, check_positional, check_positive
 from attnkit.nn import (
     DecoderCache,
     Dropout,
@@ -27,7 +28,6 @@ from attnkit.nn import (
     make_norm,
     position_scheme,
 )
-from attnkit.nn.position import POSITIONAL_KINDS
 
 __all__ = ["Transformer", "TransformerAttention", "TransformerConfig", "build_transformer"]
 
@@ -66,17 +66,11 @@ class TransformerConfig:
     pad_id: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "num_heads", "d_ff", "max_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.d_model % self.num_heads != 0:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
-            )
-        if self.positional not in POSITIONAL_KINDS:
-            raise ValueError(
-                f"positional must be one of {POSITIONAL_KINDS}; got {self.positional!r}"
-            )
+        check_positive(
+            self, "src_vocab_size", "tgt_vocab_size", "d_model", "num_heads", "d_ff", "max_len"
+        )
+        check_divisible(self.d_model, self.num_heads)
+        check_positional(self.positional)
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise ValueError(
                 "share_embeddings needs src_vocab_size == tgt_vocab_size; got "

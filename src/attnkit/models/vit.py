@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnkit.models._config import check_divisible, check_positive
 from attnkit.models.outputs import ModelOutput
 from attnkit.nn import (
     Dropout,
@@ -57,18 +58,13 @@ class ViTConfig:
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "patch_size", "num_channels", "d_model", "num_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        check_positive(self, "image_size", "patch_size", "num_channels", "d_model", "num_heads")
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size ({self.image_size}) must be a multiple of patch_size "
                 f"({self.patch_size})"
             )
-        if self.d_model % self.num_heads:
-            raise ValueError(
-                f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})"
-            )
+        check_divisible(self.d_model, self.num_heads)
 
     @property
     def grid(self) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from attnkit.functional._common import compute_dtype, repeat_kv
 from attnkit.functional.linear import EPS, elu_feature_map, feature_attention
 from attnkit.functional.performer import orthogonal_random_features, positive_random_features
 from attnkit.nn.attention.multihead import MultiHeadAttention
-from attnkit.nn.attention.pattern import key_padding_from_mask
+from attnkit.nn.attention.pattern import required_key_padding
 from attnkit.nn.kv_cache import KVCache, StaticKVCache
 
 __all__ = ["KernelAttention", "LinearAttention", "PerformerAttention"]
@@ -55,17 +55,9 @@ class KernelAttention(MultiHeadAttention, ABC):
         positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Shapes as :meth:`MultiHeadAttention.forward` (self-attention only)."""
-        if key is not None and key is not query:
-            raise ValueError(f"{type(self).__name__} is self-attention; got a separate key")
         if attn_bias is not None:
             raise ValueError(f"{type(self).__name__} has no scores to bias; got attn_bias")
-        total = query.size(1) + (cache.length if cache is not None else 0)
-        padding = key_padding_from_mask(mask, query.size(0), total)
-        if mask is not None and padding is None:
-            raise ValueError(
-                f"{type(self).__name__} takes a key-padding mask of shape (B, 1, 1, T_total); "
-                f"got {tuple(mask.shape)}"
-            )
+        padding = required_key_padding(self, query, key, mask, cache)
         q = self._split_heads(self.q_proj(query), self.num_heads)
         q, k, v, _ = self._keys_values(q, query, query, cache, positions)
         dtype = compute_dtype(q.dtype)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from attnkit.functional import attention_weights
 from attnkit.functional.lsh import lsh_attention, random_rotations
 from attnkit.nn.attention.multihead import MultiHeadAttention
-from attnkit.nn.attention.pattern import key_padding_from_mask
+from attnkit.nn.attention.pattern import required_key_padding
 from attnkit.nn.kv_cache import KVCache, StaticKVCache
 
 __all__ = ["LSHAttention"]
@@ -74,17 +74,9 @@ class LSHAttention(MultiHeadAttention):
         positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Shapes as :meth:`MultiHeadAttention.forward` (self-attention; no weights)."""
-        if key is not None and key is not query:
-            raise ValueError("LSHAttention is self-attention; got a separate key")
         if need_weights or attn_bias is not None:
             raise ValueError("LSHAttention returns no weights and takes no attn_bias")
-        total = query.size(1) + (cache.length if cache is not None else 0)
-        padding = key_padding_from_mask(mask, query.size(0), total)
-        if mask is not None and padding is None:
-            raise ValueError(
-                f"LSHAttention takes a key-padding mask of shape (B, 1, 1, T_total); "
-                f"got {tuple(mask.shape)}"
-            )
+        padding = required_key_padding(self, query, key, mask, cache)
         qk = self._split_heads(self.q_proj(query), self.num_heads)
         v = self._split_heads(self.v_proj(query), self.num_heads)
         if cache is not None:

@@ -18,7 +18,7 @@ from attnkit.functional import combine_masks
 from attnkit.nn.attention.multihead import MultiHeadAttention
 from attnkit.nn.kv_cache import KVCache, StaticKVCache
 
-__all__ = ["PatternAttention", "key_padding_from_mask"]
+__all__ = ["PatternAttention", "key_padding_from_mask", "required_key_padding"]
 
 
 def key_padding_from_mask(mask: Tensor | None, batch: int, key_len: int) -> Tensor | None:
@@ -28,6 +28,26 @@ def key_padding_from_mask(mask: Tensor | None, batch: int, key_len: int) -> Tens
     if mask.size(-1) != key_len or mask.dtype != torch.bool:
         return None
     return mask[:, 0, 0, :].expand(batch, -1)
+
+
+def required_key_padding(
+    module: MultiHeadAttention, query: Tensor, key: Tensor | None, mask: Tensor | None, cache
+) -> Tensor | None:
+    """The ``(B, T_total)`` key padding of a self-attention call that accepts no other mask.
+
+    For attention whose kernel sums cannot skip arbitrary pairs (linear,
+    Performer, LSH): raises for a separate key or any mask that is not key padding.
+    """
+    name = type(module).__name__
+    if key is not None and key is not query:
+        raise ValueError(f"{name} is self-attention; got a separate key")
+    total = query.size(1) + (cache.length if cache is not None else 0)
+    padding = key_padding_from_mask(mask, query.size(0), total)
+    if mask is not None and padding is None:
+        raise ValueError(
+            f"{name} takes a key-padding mask of shape (B, 1, 1, T_total); got {tuple(mask.shape)}"
+        )
+    return padding
 
 
 class PatternAttention(MultiHeadAttention, ABC):

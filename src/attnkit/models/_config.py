@@ -1,0 +1,28 @@
+"""Checks shared by the model config dataclasses (errors name what, expected and got)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attnkit.nn.position import POSITIONAL_KINDS
+
+__all__ = ["check_divisible", "check_positional", "check_positive"]
+
+
+def check_positive(config: Any, *names: str) -> None:
+    """Raise unless every field ``names`` of ``config`` is >= 1."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be >= 1; got {getattr(config, name)}")
+
+
+def check_divisible(d_model: int, num_heads: int) -> None:
+    """Raise unless the width splits evenly into heads."""
+    if d_model % num_heads:
+        raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
+
+
+def check_positional(kind: str) -> None:
+    """Raise unless ``kind`` names a scheme of :func:`attnkit.nn.position_scheme`."""
+    if kind not in POSITIONAL_KINDS:
+        raise ValueError(f"positional must be one of {POSITIONAL_KINDS}; got {kind!r}")
