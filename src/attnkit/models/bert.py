@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.models._config import check_divisible, check_positional, check_positive
-from attnkit.models.outputs import ModelOutput
+from attnkit.models.outputs import ModelOutput, upcast
 from attnkit.nn import (
     Dropout,
     FeedForward,
@@ -299,7 +299,7 @@ def _token_loss(logits: Tensor, labels: Tensor | None) -> Tensor | None:
             f"labels must have shape {tuple(logits.shape[:-1])}; got {tuple(labels.shape)}"
         )
     return F.cross_entropy(
-        logits.flatten(0, -2).float(), labels.flatten(), ignore_index=IGNORE_INDEX
+        upcast(logits.flatten(0, -2)), labels.flatten(), ignore_index=IGNORE_INDEX
     )
 
 
@@ -362,7 +362,7 @@ class BertForPreTraining(BertForMaskedLM):
         nsp_logits = self.nsp(encoded.pooled)
         loss = _token_loss(logits, labels)
         if loss is not None and next_sentence_label is not None:
-            loss = loss + F.cross_entropy(nsp_logits.float(), next_sentence_label.view(-1))
+            loss = loss + F.cross_entropy(upcast(nsp_logits), next_sentence_label.view(-1))
         out = ModelOutput(logits, loss, encoded.attentions, encoded.hidden_states)
         out.extra = {"nsp_logits": nsp_logits}
         return out
@@ -390,9 +390,9 @@ class BertForSequenceClassification(_BertWithHead):
         loss = None
         if labels is not None:
             if self.config.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
+                loss = F.mse_loss(upcast(logits.squeeze(-1)), labels.to(upcast(logits).dtype))
             else:
-                loss = F.cross_entropy(logits.float(), labels.view(-1))
+                loss = F.cross_entropy(upcast(logits), labels.view(-1))
         return ModelOutput(logits, loss, encoded.attentions, encoded.hidden_states)
 
 

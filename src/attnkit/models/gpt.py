@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from attnkit.functional import positions_from_mask
 from attnkit.models._config import check_divisible, check_positional, check_positive
-from attnkit.models.outputs import ModelOutput
+from attnkit.models.outputs import ModelOutput, upcast
 from attnkit.nn import (
     Dropout,
     KVCacheStack,
@@ -119,7 +119,7 @@ def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
         raise ValueError(
             f"labels must have shape (B, T) = {tuple(logits.shape[:2])}; got {tuple(labels.shape)}"
         )
-    shifted = logits[:, :-1].flatten(0, 1).float()
+    shifted = upcast(logits[:, :-1].flatten(0, 1))
     return F.cross_entropy(shifted, labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
 
 

@@ -9,9 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor
 
-__all__ = ["ModelOutput"]
+__all__ = ["ModelOutput", "upcast"]
+
+
+def upcast(values: Tensor) -> Tensor:
+    """Losses are computed in float32 for fp16/bf16 outputs, else in their own dtype."""
+    return values.float() if values.dtype in (torch.float16, torch.bfloat16) else values
 
 
 @dataclass

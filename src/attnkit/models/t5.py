@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from attnkit.functional import create_padding_mask
 from attnkit.models._config import check_positional, check_positive
-from attnkit.models.outputs import ModelOutput
+from attnkit.models.outputs import ModelOutput, upcast
 from attnkit.nn import (
     DecoderCache,
     Dropout,
@@ -379,6 +379,6 @@ class T5(nn.Module):
         out.logits = self.project(hidden)
         if labels is not None:
             out.loss = F.cross_entropy(
-                out.logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX
+                upcast(out.logits.flatten(0, 1)), labels.flatten(), ignore_index=IGNORE_INDEX
             )
         return out

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.models._config import check_divisible, check_positive
-from attnkit.models.outputs import ModelOutput
+from attnkit.models.outputs import ModelOutput, upcast
 from attnkit.nn import (
     Dropout,
     MultiHeadAttention,
@@ -151,7 +151,7 @@ class ViT(nn.Module):
                 raise ValueError(
                     f"labels must have shape ({logits.size(0)},); got {tuple(labels.shape)}"
                 )
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = F.cross_entropy(upcast(logits), labels)
         out = ModelOutput(logits, loss, attentions, hidden_states)
         out.extra = {"last_hidden_state": x}
         return out

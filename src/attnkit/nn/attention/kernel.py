@@ -53,6 +53,7 @@ class KernelAttention(MultiHeadAttention, ABC):
         is_causal: bool = False,
         attn_bias: Tensor | None = None,
         positions: Tensor | None = None,
+        head_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Shapes as :meth:`MultiHeadAttention.forward` (self-attention only)."""
         if attn_bias is not None:
@@ -74,7 +75,7 @@ class KernelAttention(MultiHeadAttention, ABC):
         else:
             weights = _kernel_weights(q_features, k_features, is_causal)
             out = weights @ v
-        out = out.to(query.dtype).transpose(1, 2).flatten(2)
+        out = self._merge_heads(out.to(query.dtype), head_mask)
         return self.out_proj(out), (weights.to(query.dtype) if need_weights else None)
 
 

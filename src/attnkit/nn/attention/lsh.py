@@ -32,6 +32,8 @@ class LSHAttention(MultiHeadAttention):
     bucket and chunk).
     """
 
+    returns_weights = False
+
     def __init__(
         self,
         d_model: int,
@@ -72,6 +74,7 @@ class LSHAttention(MultiHeadAttention):
         is_causal: bool = False,
         attn_bias: Tensor | None = None,
         positions: Tensor | None = None,
+        head_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Shapes as :meth:`MultiHeadAttention.forward` (self-attention; no weights)."""
         if need_weights or attn_bias is not None:
@@ -95,7 +98,7 @@ class LSHAttention(MultiHeadAttention):
                 key_padding_mask=padding,
                 scale=self.scale,
             )
-        return self.out_proj(out.transpose(1, 2).flatten(2)), None
+        return self.out_proj(self._merge_heads(out, head_mask)), None
 
     def _cached(self, qk: Tensor, v: Tensor, cache, padding, causal: bool) -> Tensor:
         """New queries against every cached (unit-norm) key, themselves only if alone."""

@@ -7,14 +7,16 @@ additive bias (ALiBi, T5 buckets, ...) to the attention scores.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
+import torch
 from torch import Tensor, nn
 
 from attnkit.functional import scaled_dot_product_attention
 from attnkit.nn.kv_cache import KVCache, StaticKVCache
 
-__all__ = ["MultiHeadAttention", "QueryKeyTransform", "ScoreBias"]
+__all__ = ["MultiHeadAttention", "QueryKeyTransform", "ScoreBias", "head_mask_factors"]
 
 
 class QueryKeyTransform(Protocol):
@@ -41,6 +43,31 @@ class ScoreBias(Protocol):
     def __call__(self, query_len: int, key_len: int, *, offset: int) -> Tensor: ...
 
 
+def head_mask_factors(head_mask: Tensor, batch: int, num_heads: int) -> Tensor:
+    """A ``(H,)`` or ``(B, H)`` head mask as factors ``(B or 1, H, 1, 1)``."""
+    if head_mask.shape not in ((num_heads,), (batch, num_heads)):
+        raise ValueError(
+            f"head_mask must have shape ({num_heads},) or ({batch}, {num_heads}); "
+            f"got {tuple(head_mask.shape)}"
+        )
+    return head_mask.reshape(-1, num_heads, 1, 1)
+
+
+def _select_linear(layer: nn.Linear, index: Tensor, dim: int) -> nn.Linear:
+    """A copy of ``layer`` keeping the given output rows (dim 0) or input columns (dim 1)."""
+    weight = layer.weight.index_select(dim, index.to(layer.weight.device))
+    bias = layer.bias
+    if bias is not None and dim == 0:
+        bias = bias.index_select(0, index.to(bias.device))
+    out_features, in_features = weight.shape
+    new = nn.Linear(in_features, out_features, bias=bias is not None)
+    new = new.to(device=weight.device, dtype=weight.dtype)
+    new.weight.copy_(weight)
+    if bias is not None:
+        new.bias.copy_(bias)
+    return new
+
+
 class MultiHeadAttention(nn.Module):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017), batch first.
 
@@ -58,7 +85,12 @@ class MultiHeadAttention(nn.Module):
         scale: score scale (default ``1 / sqrt(head_dim)``; T5 uses 1.0).
         backend: attention backend name passed to
             :func:`attnkit.functional.scaled_dot_product_attention`.
+
+    ``returns_weights`` says whether ``need_weights=True`` is supported (the
+    analysis tools skip modules that cannot return weights).
     """
+
+    returns_weights = True
 
     def __init__(
         self,
@@ -106,6 +138,8 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(num_heads * head_dim, d_model, bias=bias)
         self.rotary = rotary
         self.score_bias = score_bias
+        # Original indices of the heads left by prune_heads (None: all of them).
+        self.kept_heads: Tensor | None = None
 
     def _split_heads(self, x: Tensor, heads: int) -> Tensor:
         """``(B, T, heads * Dh)`` -> ``(B, heads, T, Dh)``."""
@@ -166,6 +200,7 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
         attn_bias: Tensor | None = None,
         positions: Tensor | None = None,
+        head_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` to ``key``/``value``.
 
@@ -184,6 +219,8 @@ class MultiHeadAttention(nn.Module):
             attn_bias: extra additive bias broadcastable to ``(B, H, Tq, Tk_total)``.
             positions: ``(B, Tq)`` positions of the new tokens for the rotary
                 component (default ``offset, offset + 1, ...``).
+            head_mask: ``(H,)`` or ``(B, H)`` factors for each head's output
+                (0 silences a head, 1 keeps it; Michel et al. 2019).
 
         Returns:
             ``(output (B, Tq, D), weights or None)``.
@@ -195,6 +232,7 @@ class MultiHeadAttention(nn.Module):
         q, k, v, offset = self._keys_values(q, key, value, cache, positions)
         if self.score_bias is not None:
             position_bias = self.score_bias(q.size(2), k.size(2), offset=offset)
+            position_bias = self._kept_heads_of(position_bias)
             attn_bias = position_bias if attn_bias is None else attn_bias + position_bias
         out, weights = scaled_dot_product_attention(
             q,
@@ -208,8 +246,60 @@ class MultiHeadAttention(nn.Module):
             need_weights=need_weights,
             backend=self.backend,
         )
-        out = out.transpose(1, 2).flatten(2)
-        return self.out_proj(out), weights
+        return self.out_proj(self._merge_heads(out, head_mask)), weights
+
+    def _merge_heads(self, heads: Tensor, head_mask: Tensor | None = None) -> Tensor:
+        """``(B, H, T, Dh)`` -> ``(B, T, H * Dh)``, each head scaled by ``head_mask``."""
+        if head_mask is not None:
+            heads = heads * head_mask_factors(head_mask, heads.size(0), self.num_heads).to(heads)
+        return heads.transpose(1, 2).flatten(2)
+
+    def _kept_heads_of(self, bias: Tensor) -> Tensor:
+        """A per-head score bias restricted to the heads left by :meth:`prune_heads`."""
+        if self.kept_heads is None or bias.dim() < 3 or bias.size(-3) == 1:
+            return bias
+        return bias.index_select(-3, self.kept_heads.to(bias.device))
+
+    @torch.no_grad()
+    def prune_heads(self, heads: Iterable[int]) -> None:
+        """Remove query heads (and their parameters); outputs equal masking them to 0.
+
+        With grouped-query attention a key/value head goes when its whole group
+        does, and every group must keep the same number of query heads.
+        """
+        keep, keep_kv = self._heads_to_keep(sorted(set(heads)))
+        dh = self.head_dim
+        rows = (keep[:, None] * dh + torch.arange(dh)).flatten()
+        kv_rows = (keep_kv[:, None] * dh + torch.arange(dh)).flatten()
+        self.q_proj = _select_linear(self.q_proj, rows, dim=0)
+        if isinstance(self.k_proj, nn.Linear):
+            self.k_proj = _select_linear(self.k_proj, kv_rows, dim=0)
+        self.v_proj = _select_linear(self.v_proj, kv_rows, dim=0)
+        self.out_proj = _select_linear(self.out_proj, rows, dim=1)
+        previous = self.kept_heads if self.kept_heads is not None else torch.arange(self.num_heads)
+        self.kept_heads = previous[keep]
+        self.num_heads, self.num_kv_heads = len(keep), len(keep_kv)
+
+    def _heads_to_keep(self, pruned: list[int]) -> tuple[Tensor, Tensor]:
+        """Indices of the query heads and key/value heads that stay."""
+        bad = [h for h in pruned if not 0 <= h < self.num_heads]
+        if bad:
+            raise ValueError(f"heads to prune must be in [0, {self.num_heads}); got {bad}")
+        if len(pruned) == self.num_heads:
+            raise ValueError(f"at least one of the {self.num_heads} heads must remain")
+        group = self.num_heads // self.num_kv_heads
+        left = [[h for h in range(g * group, (g + 1) * group) if h not in pruned]
+                for g in range(self.num_kv_heads)]  # fmt: skip
+        sizes = {len(heads) for heads in left if heads}
+        if len(sizes) > 1:
+            raise ValueError(
+                f"grouped-query attention ({self.num_kv_heads} key/value heads for "
+                f"{self.num_heads} query heads): every group must keep the same number of "
+                f"query heads; pruning {pruned} leaves {[len(h) for h in left]}"
+            )
+        keep = torch.tensor([h for heads in left for h in heads])
+        keep_kv = torch.tensor([g for g, heads in enumerate(left) if heads])
+        return keep, keep_kv
 
     def new_cache(self, batch_size: int, max_len: int, *, like: Tensor) -> KVCache:
         """A self-attention cache sized for this module, on ``like``'s device and dtype."""

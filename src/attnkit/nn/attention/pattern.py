@@ -75,6 +75,7 @@ class PatternAttention(MultiHeadAttention, ABC):
         is_causal: bool = False,
         attn_bias: Tensor | None = None,
         positions: Tensor | None = None,
+        head_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Shapes as :meth:`MultiHeadAttention.forward` (self-attention only)."""
         if key is not None and key is not query:
@@ -92,8 +93,9 @@ class PatternAttention(MultiHeadAttention, ABC):
                 cache=cache,
                 attn_bias=attn_bias,
                 positions=positions,
+                head_mask=head_mask,
             )
         q = self._split_heads(self.q_proj(query), self.num_heads)
         q, k, v, _ = self._keys_values(q, query, query, None, positions)
         out = self.pattern_attention(q, k, v, padding, is_causal)
-        return self.out_proj(out.transpose(1, 2).flatten(2)), None
+        return self.out_proj(self._merge_heads(out, head_mask)), None

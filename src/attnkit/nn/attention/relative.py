@@ -81,6 +81,7 @@ class RelativePositionAttention(MultiHeadAttention):
         is_causal: bool = False,
         attn_bias: Tensor | None = None,
         positions: Tensor | None = None,
+        head_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Shapes as :meth:`MultiHeadAttention.forward`. ``positions`` are not needed:
         distances between the tokens of one sequence do not change when it is
@@ -104,7 +105,7 @@ class RelativePositionAttention(MultiHeadAttention):
         dropped = apply_dropout(weights, self.dropout, self.training)
         out = dropped @ repeat_kv(v, self.num_heads // v.size(1)).to(dropped.dtype)
         out = out + self._relative_values(dropped, buckets)
-        out = out.to(query.dtype).transpose(1, 2).flatten(2)
+        out = self._merge_heads(out.to(query.dtype), head_mask)
         return self.out_proj(out), (weights.to(query.dtype) if need_weights else None)
 
     def _relative_key_scores(self, q: Tensor, buckets: Tensor) -> Tensor:
