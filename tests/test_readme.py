@@ -32,3 +32,17 @@ def test_readme_positions_example_runs():
     namespace: dict = {}
     exec(compile(example, str(README), "exec"), namespace)
     assert type(namespace["gpt"].layers[0].self_attn).__name__ == "SlidingWindowAttention"
+
+
+def test_readme_analysis_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    example = next(block for block in blocks if "capture_attention" in block)
+    namespace: dict = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    assert [w.shape for w in namespace["cross"]] == [(2, 4, 5, 7)] * 6
+    assert namespace["stats"]["entropy"].shape == (6, 4)
+    assert namespace["rollout"].shape == (2, 7, 7)
+    assert len(namespace["scores"].names) == 2
+    assert namespace["gpt"].layers[0].self_attn.num_heads == 2
+    assert (tmp_path / "cross.png").stat().st_size > 0 and (tmp_path / "grid.svg").exists()

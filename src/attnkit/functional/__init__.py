@@ -18,6 +18,7 @@ from attnkit.functional.masks import (
     mask_to_additive,
     positions_from_mask,
 )
+from attnkit.functional.softmax import masked_softmax
 
 __all__ = [
     "AttentionBackend",
@@ -31,6 +32,7 @@ __all__ = [
     "dropout",
     "from_torch_mha_masks",
     "mask_to_additive",
+    "masked_softmax",
     "positions_from_mask",
     "register_backend",
     "scaled_dot_product_attention",

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from attnkit.functional._common import compute_dtype, finite_bias, repeat_kv
 from attnkit.functional.masks import CausalAlignment, combine_masks, create_causal_mask
+from attnkit.functional.softmax import masked_softmax
 
 
 def _with_causal(
@@ -124,15 +125,4 @@ def attention_weights(
     scores = (q @ k.transpose(-2, -1)) * scale
     if bias is not None:
         scores = (scores + bias.to(dtype)).clamp_min(torch.finfo(dtype).min)
-    mask = _with_causal(mask, causal, query, key)
-    if mask is not None:
-        # -inf, not the dtype's minimum: a clamped -inf bias also sits at the minimum,
-        # and a masked key must never tie with a visible one. Rows with no visible key
-        # are left unmasked here (no NaN) and zeroed below.
-        row_has_keys = mask.any(dim=-1, keepdim=True)
-        scores = scores.masked_fill(~(mask | ~row_has_keys), float("-inf"))
-    weights = torch.softmax(scores, dim=-1)
-    if mask is not None:
-        # Exact zeros where masked; a row with no visible key becomes all zeros.
-        weights = weights.masked_fill(~mask, 0.0)
-    return weights
+    return masked_softmax(scores, _with_causal(mask, causal, query, key))
