@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv install install-dev demo test lint bench clean
+.PHONY: venv install install-dev browser demo test lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,15 @@ install-dev: venv
 demo: install
 	$(VENV)/bin/attnkit demo
 
-test: install-dev
+# Debian's Chromium for the browser tests (tests marked `browser`); never fails: without
+# root or apt-get those tests are reported as not run.
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& { $(APT_CHROMIUM) || { apt-get update -q && $(APT_CHROMIUM); }; } \
+		|| echo "chromium not installed: browser tests will be reported as not run"; }
+
+test: install-dev browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-dev

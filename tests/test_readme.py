@@ -46,3 +46,13 @@ def test_readme_analysis_example_runs(tmp_path, monkeypatch):
     assert len(namespace["scores"].names) == 2
     assert namespace["gpt"].layers[0].self_attn.num_heads == 2
     assert (tmp_path / "cross.png").stat().st_size > 0 and (tmp_path / "grid.svg").exists()
+
+
+def test_readme_explorer_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    example = next(block for block in blocks if "write_attention_explorer(" in block)
+    namespace: dict = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    html = (tmp_path / "explorer.html").read_text()
+    assert "läuft" in html and "http://" not in html and "https://" not in html

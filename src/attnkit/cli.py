@@ -7,6 +7,9 @@ attnkit evaluate --checkpoint RUN_DIR      BLEU/chrF of a trained run on a split
 attnkit translate --checkpoint RUN_DIR     stdin -> stdout, one sentence per line
 attnkit generate --checkpoint RUN_DIR      sample: continue stdin lines (GPT runs) or
                                            translate them (translation runs)
+attnkit visualize --checkpoint DIR --text TEXT --out PAGE.html
+                                           attention explorer (one HTML file) of a Hugging
+                                           Face model directory or a run on one text
 attnkit bench attention|train|gpt-train|generate|scaling   benchmarks
 ```
 """
@@ -135,6 +138,25 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _visualize(args: argparse.Namespace) -> int:
+    from attnkit.visualize import visualize
+
+    written = visualize(
+        args.checkpoint,
+        args.text,
+        args.out,
+        target=args.target,
+        png=args.png,
+        kind=args.kind,
+        layer=args.layer,
+        head=args.head,
+        which=args.which,
+    )
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def _checkpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="run directory of `attnkit train`")
     parser.add_argument("--which", default=None, help="'best' (default if present) or 'latest'")
@@ -187,6 +209,33 @@ def _add_inference(commands) -> None:
     generate.set_defaults(handler=_generate)
 
 
+def _add_visualize(commands) -> None:
+    visualize = commands.add_parser(
+        "visualize", help="attention explorer (HTML) and heatmap of a checkpoint on a text"
+    )
+    visualize.add_argument(
+        "--checkpoint",
+        required=True,
+        help="Hugging Face model directory (BERT, GPT-2, T5) or run directory of `attnkit train`",
+    )
+    visualize.add_argument("--which", default=None, help="runs: 'best' (default) or 'latest'")
+    visualize.add_argument("--text", required=True, help="the input (source) text")
+    visualize.add_argument(
+        "--target", default=None, help="encoder-decoder: target text (default: greedy output)"
+    )
+    visualize.add_argument("--out", required=True, help="HTML file to write")
+    visualize.add_argument("--png", default=None, help="also write a heatmap of one head")
+    visualize.add_argument(
+        "--kind",
+        choices=["encoder_self", "decoder_self", "cross"],
+        default=None,
+        help="heatmap: attention kind (default: cross if any, else the first)",
+    )
+    visualize.add_argument("--layer", type=int, default=0, help="heatmap: layer")
+    visualize.add_argument("--head", type=int, default=0, help="heatmap: head")
+    visualize.set_defaults(handler=_visualize)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnkit", description="Attention mechanisms and Transformer models."
@@ -195,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_train(commands)
     _add_inference(commands)
+    _add_visualize(commands)
     bench = commands.add_parser(
         "bench", help="benchmarks (see `attnkit bench --help`)", add_help=False
     )

@@ -9,6 +9,7 @@ from attnkit.analysis.capture import (
     attention_modules,
     capture_attention,
 )
+from attnkit.analysis.explorer import write_attention_explorer
 from attnkit.analysis.importance import (
     HeadScores,
     head_ablation,
@@ -51,4 +52,5 @@ __all__ = [
     "prune_heads",
     "residual_attention",
     "special_token_attention",
+    "write_attention_explorer",
 ]
