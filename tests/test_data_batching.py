@@ -73,7 +73,7 @@ def make_source(kind: str, stream: TokenStream, seed: int = 3, **kwargs):
         return TokenBudgetBatcher(make_examples(200), 300, seed=seed, **SPECIALS, **kwargs)
     if kind == "classification":
         examples = [(ids, i % 3) for i, (ids, _) in enumerate(make_examples(100))]
-        return ClassificationBatcher(examples, 8, pad_id=0, seed=seed, **kwargs)
+        return ClassificationBatcher(examples, 8, pad_id=0, seed=seed, bucket_batches=3, **kwargs)
     return LMWindowSource(stream, 4, 8, seed=seed, steps_per_epoch=7, **kwargs)
 
 
@@ -204,6 +204,26 @@ def test_classification_batches_cover_all_examples_and_truncate():
         assert b.labels.tolist() == [examples[i][1] for i in b.index.tolist()]
     dropped = ClassificationBatcher(examples, 8, pad_id=0, seed=0, drop_last=True)
     assert [len(b) for b in dropped] == [8] * 6
+
+
+def test_classification_length_buckets_cut_padding_and_keep_every_example():
+    lengths = np.random.default_rng(0).integers(1, 40, size=400)
+    examples = [([5] * int(n), i % 2) for i, n in enumerate(lengths)]
+
+    def padding(batcher) -> int:
+        return sum(int((~b.attention_mask).sum()) for b in batcher)
+
+    plain = ClassificationBatcher(examples, 16, pad_id=0, seed=1)
+    bucketed = ClassificationBatcher(examples, 16, pad_id=0, seed=1, bucket_batches=5)
+    batches = list(bucketed)
+    assert sorted(i for b in batches for i in b.index.tolist()) == list(range(400))
+    assert padding(bucketed) < padding(plain) / 3
+    again = ClassificationBatcher(examples, 16, pad_id=0, seed=1, bucket_batches=5)
+    assert [b.index.tolist() for b in again] == [b.index.tolist() for b in batches]
+    other_seed = ClassificationBatcher(examples, 16, pad_id=0, seed=2, bucket_batches=5)
+    assert [b.index.tolist() for b in other_seed] != [b.index.tolist() for b in batches]
+    with pytest.raises(ValueError, match="bucket_batches must be >= 0; got -1"):
+        ClassificationBatcher(examples, 16, pad_id=0, seed=1, bucket_batches=-1)
 
 
 def test_classification_without_shuffle_keeps_order():
