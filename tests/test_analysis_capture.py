@@ -22,6 +22,7 @@ from attnkit.analysis import (
 from attnkit.models import GPT, T5, GPTConfig, T5Config, Transformer, TransformerConfig, ViT
 from attnkit.models.bert import BertConfig, BertModel
 from attnkit.models.vit import ViTConfig
+from attnkit.nn import AttentionLayer, BahdanauAttention
 
 
 def transformer() -> Transformer:
@@ -261,3 +262,33 @@ def test_analyzer_restores_training_mode():
     model = gpt().train()
     AttentionAnalyzer(model).analyze_attention(SRC)
     assert model.training
+
+
+class _AttentiveDecoderLoop(torch.nn.Module):
+    """An RNN-style decoder: one Bahdanau call per step over a fixed encoder output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = BahdanauAttention(8, 6)
+        self.self_attention = AttentionLayer(6, 6)
+
+    def forward(self, states: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor):
+        memory, _ = self.self_attention(memory, mask)
+        return [self.attention(state, memory, mask=mask)[1] for state in states.unbind(1)]
+
+
+def test_capture_records_rnn_attention_per_step_and_stacks_the_steps():
+    torch.manual_seed(0)
+    model = _AttentiveDecoderLoop()
+    states, memory = torch.randn(2, 3, 8), torch.randn(2, 5, 6)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    with capture_attention(model) as capture:
+        per_step = model(states, memory, mask)
+    assert capture.kinds() == ["encoder_self", "cross"]
+    stacked = capture.stacked("attention")
+    assert stacked.shape == (2, 1, 3, 5)
+    torch.testing.assert_close(stacked[:, 0], torch.stack(per_step, 1))
+    assert torch.all(stacked[1, 0, :, 3:] == 0)  # padded source positions get no attention
+    assert capture.layers("encoder_self")[0].shape == (2, 1, 5, 5)
+    with pytest.raises(ValueError, match="no calls of 'nothing'"):
+        capture.stacked("nothing")

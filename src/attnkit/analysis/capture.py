@@ -17,9 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from attnkit.nn import MultiHeadAttention
+from attnkit.nn import AttentionLayer, BahdanauAttention, LuongAttention, MultiHeadAttention
+
+# Attention of RNN decoders and the single-head teaching layer: they always return
+# their weights, so capturing only records them.
+_ALWAYS_WEIGHTED = (BahdanauAttention, LuongAttention, AttentionLayer)
 
 __all__ = [
     "ATTENTION_KINDS",
@@ -78,6 +83,22 @@ class AttentionCapture:
             first.setdefault(record.name, record.weights)
         return list(first.values())
 
+    def stacked(self, name: str) -> Tensor:
+        """Every call of one module, queries concatenated: ``(B, H, sum of Tq, Tk)``.
+
+        For modules called once per decoding step (an RNN decoder's attention):
+        row ``t`` is step ``t``. The calls must share ``Tk``.
+        """
+        calls = [record.weights for record in self.records if record.name == name]
+        if not calls:
+            raise ValueError(f"no calls of {name!r} were recorded")
+        key_lengths = sorted({w.size(-1) for w in calls})
+        if len(key_lengths) > 1:
+            raise ValueError(
+                f"calls of {name!r} attend to different numbers of keys: {key_lengths}"
+            )
+        return torch.cat(calls, dim=2)
+
     def clear(self) -> None:
         self.records.clear()
 
@@ -124,7 +145,12 @@ def capture_attention(model: nn.Module) -> Iterator[AttentionCapture]:
     """
     capture = AttentionCapture()
     handles = []
-    for name, module in attention_modules(model):
+    for name, module in model.named_modules():
+        if isinstance(module, _ALWAYS_WEIGHTED):
+            handles.append(module.register_forward_hook(_recorder(name, capture), with_kwargs=True))
+            continue
+        if not isinstance(module, MultiHeadAttention):
+            continue
         if not module.returns_weights:
             capture.skipped.append(name)
             continue
@@ -163,3 +189,24 @@ def _hooks(name: str, capture: AttentionCapture):
         return out, (weights if caller_wanted else None)
 
     return ask, record
+
+
+def _recorder(name: str, capture: AttentionCapture):
+    """Records the weights of a module that always returns ``(context, weights)``.
+
+    Weights ``(B, Tk)`` (one decoder step) or ``(B, Tq, Tk)`` are stored as
+    ``(B, 1, Tq, Tk)``: one head. Additive/multiplicative RNN attention reads an
+    encoder, so it is ``cross``; the single-head layer is self-attention unless
+    given a ``context``.
+    """
+
+    def record(module: nn.Module, args: tuple, kwargs: dict[str, Any], output):
+        weights = output[1].detach()
+        weights = weights[:, None, None, :] if weights.dim() == 2 else weights[:, None]
+        if isinstance(module, AttentionLayer):
+            kind = "encoder_self" if kwargs.get("context") is None else "cross"
+        else:
+            kind = "cross"
+        capture.records.append(AttentionRecord(name, kind, layer_index(name), weights))
+
+    return record
