@@ -116,6 +116,13 @@ def test_t5_recipe_config_errors_are_named():
     with pytest.raises(ConfigError, match=r"model\.vocab_size is set from the tokenizer"):
         load_recipe(T5_CONFIG, ["model.vocab_size=100"])
     with pytest.raises(ConfigError, match=r"model\.architecture must be one of"):
-        load_recipe(T5_CONFIG, ["model.architecture=rnn"])
+        load_recipe(T5_CONFIG, ["model.architecture=lstm"])
     with pytest.raises(ConfigError, match=r"activation must be .relu., .gelu."):
         load_recipe(T5_CONFIG, ["model.activation=swish"])
+
+
+def test_translations_stay_on_one_line():
+    from attnkit.recipes.translation import one_line
+
+    assert one_line("a dog\nruns\r\x0b fast ") == "a dog runs fast"
+    assert one_line("") == ""

@@ -77,11 +77,19 @@ class AttentionCapture:
         return [kind for kind in ATTENTION_KINDS if kind in seen]
 
     def layers(self, kind: str) -> list[Tensor]:
-        """Per-layer weights ``(B, H, Tq, Tk)`` of one kind (first call of each module)."""
-        first: dict[str, Tensor] = {}
-        for record in self.of_kind(kind):
-            first.setdefault(record.name, record.weights)
-        return list(first.values())
+        """Per-layer weights ``(B, H, Tq, Tk)`` of one kind, one entry per module.
+
+        A module called several times over the same keys (an RNN decoder's
+        attention, one call per step) gives its calls stacked along ``Tq``;
+        calls over growing keys (KV-cache decoding) give the first call.
+        """
+        names = dict.fromkeys(record.name for record in self.of_kind(kind))
+        layers = []
+        for name in names:
+            calls = [record.weights for record in self.records if record.name == name]
+            same_keys = len({w.size(-1) for w in calls}) == 1
+            layers.append(torch.cat(calls, dim=2) if same_keys else calls[0])
+        return layers
 
     def stacked(self, name: str) -> Tensor:
         """Every call of one module, queries concatenated: ``(B, H, sum of Tq, Tk)``.

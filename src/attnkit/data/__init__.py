@@ -6,6 +6,7 @@
 * ``token_stream``: ``TokenStream`` (memory-mapped ids) and ``LMWindowSource``.
 * ``samplers``: ``TokenBudgetBatcher``, ``ClassificationBatcher``; all three batch sources
   follow the resumable protocol of ``resumable`` (``state_dict``/``load_state_dict``).
+* ``cora``: ``load_cora`` (Planetoid Cora via a restricted unpickler) -> ``CoraData``.
 * ``batching``: ``Seq2SeqBatch``, ``LMBatch``, ``ClassificationBatch`` and collate functions.
 """
 
@@ -17,6 +18,7 @@ from attnkit.data.batching import (
     collate_seq2seq,
     pad_sequences,
 )
+from attnkit.data.cora import CoraData, load_cora
 from attnkit.data.datasets import (
     ClassificationData,
     ParallelCorpus,
@@ -26,6 +28,7 @@ from attnkit.data.datasets import (
     read_lines,
     read_parallel,
 )
+from attnkit.data.mosaics import MosaicBatcher, WordVocabulary, load_mosaic_splits
 from attnkit.data.resumable import ResumableBatches
 from attnkit.data.samplers import ClassificationBatcher, TokenBudgetBatcher
 from attnkit.data.synthetic import ReversalTask
@@ -41,6 +44,7 @@ from attnkit.data.tokenizers import (
     TextTokenizer,
     load_tokenizer,
 )
+from attnkit.data.visual_questions import QuestionBatcher, load_question_splits
 
 __all__ = [
     "BOS_ID",
@@ -52,9 +56,12 @@ __all__ = [
     "ClassificationBatch",
     "ClassificationBatcher",
     "ClassificationData",
+    "CoraData",
     "LMBatch",
     "LMWindowSource",
+    "MosaicBatcher",
     "ParallelCorpus",
+    "QuestionBatcher",
     "ResumableBatches",
     "ReversalTask",
     "Seq2SeqBatch",
@@ -62,10 +69,14 @@ __all__ = [
     "TextTokenizer",
     "TokenBudgetBatcher",
     "TokenStream",
+    "WordVocabulary",
     "collate_classification",
     "collate_seq2seq",
     "data_path",
     "data_root",
+    "load_cora",
+    "load_mosaic_splits",
+    "load_question_splits",
     "load_tokenizer",
     "pad_sequences",
     "read_classification_tsv",

@@ -4,7 +4,9 @@ Every strategy runs on a :class:`DecodingModel` (``start`` / ``step`` /
 ``reorder`` with the KV cache); an encoder-decoder model such as
 :class:`attnkit.models.Transformer` is adapted automatically
 (:class:`EncoderDecoderAdapter`), and so is a decoder-only model such as
-:class:`attnkit.models.GPT` over left-padded prompts (:class:`DecoderOnlyAdapter`).
+:class:`attnkit.models.GPT` over left-padded prompts (:class:`DecoderOnlyAdapter`)
+and an RNN encoder-decoder such as :class:`attnkit.models.RNNSeq2Seq`
+(:class:`RNNSeq2SeqAdapter`).
 
 - :func:`greedy_decode`: the most likely token at every step.
 - :func:`beam_search`: batched beams, length penalty, early stopping, n-best.
@@ -28,6 +30,7 @@ from attnkit.generation.processors import (
     apply_top_k,
     apply_top_p,
 )
+from attnkit.generation.rnn import RNNDecodingState, RNNSeq2SeqAdapter
 from attnkit.generation.sampling import sample
 from attnkit.generation.strategy import generate
 
@@ -39,6 +42,8 @@ __all__ = [
     "EncoderDecoderAdapter",
     "EncoderDecoderModel",
     "EncoderDecoderState",
+    "RNNDecodingState",
+    "RNNSeq2SeqAdapter",
     "apply_repetition_penalty",
     "apply_temperature",
     "apply_top_k",

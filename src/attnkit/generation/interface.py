@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from attnkit.functional import create_padding_mask
 from attnkit.generation.decoder_only import DecoderOnlyAdapter, is_causal_lm
+from attnkit.generation.rnn import RNNSeq2SeqAdapter, is_rnn_seq2seq
 
 __all__ = [
     "DecodingModel",
@@ -217,8 +218,10 @@ def as_decoding_model(
     ``src`` and ``src_mask`` must be ``None``); a decoder-only LM (GPT: has
     ``new_cache``, no ``encode``) is wrapped in a
     :class:`~attnkit.generation.DecoderOnlyAdapter` over the left-padded
-    prompts ``src (B, P)`` with ``src_mask (B, P)`` true at real tokens; an
-    encoder-decoder model in an :class:`EncoderDecoderAdapter` over ``src``.
+    prompts ``src (B, P)`` with ``src_mask (B, P)`` true at real tokens; an RNN
+    encoder-decoder (``init_decoder_state``/``decode_step``, e.g.
+    ``attnkit.models.RNNSeq2Seq``) in a :class:`~attnkit.generation.RNNSeq2SeqAdapter`;
+    an encoder-decoder model in an :class:`EncoderDecoderAdapter` over ``src``.
     """
     if isinstance(model, DecodingModel):
         if src is not None or src_mask is not None:
@@ -231,13 +234,18 @@ def as_decoding_model(
         if src is None:
             raise ValueError("src (B, P), the prompts, is required to decode with a causal LM")
         return DecoderOnlyAdapter(model, src, src_mask)
+    if is_rnn_seq2seq(model):
+        if src is None:
+            raise ValueError("src (B, S) is required to decode with an RNN encoder-decoder")
+        return RNNSeq2SeqAdapter(model, src, src_mask, pad_id=pad_id)
     if all(hasattr(model, name) for name in ("encode", "decode", "project", "new_cache")):
         if src is None:
             raise ValueError("src (B, S) is required to decode with an encoder-decoder model")
         return EncoderDecoderAdapter(model, src, src_mask, pad_id=pad_id)
     raise TypeError(
-        "model must be a DecodingModel (start/step/reorder) or an encoder-decoder model "
-        f"(encode/decode/project/new_cache); got {type(model).__name__}"
+        "model must be a DecodingModel (start/step/reorder), an encoder-decoder model "
+        "(encode/decode/project/new_cache) or an RNN encoder-decoder "
+        f"(encode/init_decoder_state/decode_step); got {type(model).__name__}"
     )
 
 

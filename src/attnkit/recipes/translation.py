@@ -1,4 +1,5 @@
-"""Machine translation with the encoder-decoder Transformer, from one YAML recipe.
+"""Machine translation with an encoder-decoder (Transformer, T5 or attentive RNN),
+from one YAML recipe.
 
 ``train_translation`` reads the corpora, trains (or reloads) the tokenizer,
 builds the model, trains it with the :class:`~attnkit.train.Trainer` (BLEU on
@@ -41,7 +42,14 @@ from attnkit.data import (
 from attnkit.data.number_words import NumberWordsTask
 from attnkit.generation import beam_search, greedy_decode
 from attnkit.metrics import corpus_bleu, corpus_chrf
-from attnkit.models import T5, T5Config, Transformer, TransformerConfig
+from attnkit.models import (
+    T5,
+    RNNSeq2Seq,
+    RNNSeq2SeqConfig,
+    T5Config,
+    Transformer,
+    TransformerConfig,
+)
 from attnkit.recipes.schema import ConfigError, from_dict, to_dict
 from attnkit.train import TimeLimit, TrainConfig, Trainer, load_model_weights, seq2seq_loss
 from attnkit.train.checkpoint import list_checkpoints
@@ -57,11 +65,16 @@ __all__ = [
 ]
 
 _VOCAB_PLACEHOLDER = 1_000_000  # vocab sizes come from the tokenizer
-ARCHITECTURES: dict[str, type] = {"transformer": TransformerConfig, "t5": T5Config}
+ARCHITECTURES: dict[str, type] = {
+    "transformer": TransformerConfig,
+    "t5": T5Config,
+    "rnn": RNNSeq2SeqConfig,
+}
 # Config fields filled in from the tokenizer, per architecture.
 _TOKENIZER_FIELDS = {
     "transformer": ("src_vocab_size", "tgt_vocab_size", "pad_id"),
     "t5": ("vocab_size", "pad_id", "eos_id", "decoder_start_id"),
+    "rnn": ("src_vocab_size", "tgt_vocab_size", "pad_id"),
 }
 
 
@@ -205,14 +218,27 @@ def build_tokenizer(data: TranslationData, train_pairs: Sequence[tuple[str, str]
     )
 
 
-def build_model(recipe: TranslationRecipe, tokenizer: TextTokenizer) -> Transformer | T5:
+def build_model(
+    recipe: TranslationRecipe, tokenizer: TextTokenizer
+) -> Transformer | T5 | RNNSeq2Seq:
     """The recipe's model, sized to the tokenizer.
 
     ``model.architecture``: ``transformer`` (default; shared embeddings unless
-    set otherwise) or ``t5`` (decoding starts from the tokenizer's ``bos``).
+    set otherwise), ``t5`` (decoding starts from the tokenizer's ``bos``) or
+    ``rnn`` (:class:`~attnkit.models.RNNSeq2Seq`, attentive GRU/LSTM).
     """
     options = dict(recipe.model)
-    if options.pop("architecture", "transformer") == "t5":
+    architecture = options.pop("architecture", "transformer")
+    if architecture == "rnn":
+        return RNNSeq2Seq(
+            RNNSeq2SeqConfig(
+                src_vocab_size=tokenizer.vocab_size,
+                tgt_vocab_size=tokenizer.vocab_size,
+                pad_id=tokenizer.pad_id,
+                **options,
+            )
+        )
+    if architecture == "t5":
         return T5(
             T5Config(
                 vocab_size=tokenizer.vocab_size,
@@ -236,7 +262,7 @@ def build_model(recipe: TranslationRecipe, tokenizer: TextTokenizer) -> Transfor
 class Translator:
     """A trained model with its tokenizer and decoding settings."""
 
-    model: Transformer | T5
+    model: Transformer | T5 | RNNSeq2Seq
     tokenizer: TextTokenizer
     decode: DecodeSettings
     source_prefix: str = ""
@@ -252,7 +278,7 @@ class Translator:
             rows = order[start : start + self.decode.batch_size]
             ids = self._decode_batch([encoded[i] for i in rows], strategy)
             for row, text in zip(rows, self.tokenizer.decode_batch(ids), strict=True):
-                outputs[row] = text
+                outputs[row] = one_line(text)
         return outputs
 
     def _decode_batch(self, sources: list[list[int]], strategy: str) -> torch.Tensor:
@@ -375,6 +401,12 @@ def train_translation(recipe: TranslationRecipe, *, resume: bool = False) -> dic
     translator = load_translator(recipe.output_dir, model=model)  # type: ignore[arg-type]
     scores, hypotheses = evaluate_translation(translator, corpora.test)
     return _write_results(recipe, summary.to_dict(), scores, hypotheses)
+
+
+def one_line(text: str) -> str:
+    """A translation as one line: an untrained model's byte-level BPE output may hold
+    line breaks or other control whitespace, which would misalign line-based files."""
+    return " ".join(text.split())
 
 
 def _write_results(
