@@ -54,6 +54,8 @@ class TextClassificationData:
     label_column: str = "label"
     max_len: int = 64
     batch_size: int = 32
+    # Pools of this many shuffled batches are sorted by length (less padding); 0: off.
+    bucket_batches: int = 0
     limit_train: int | None = None
     limit_valid: int | None = None
 
@@ -219,7 +221,13 @@ def train_text_classification(
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     model = _load_model(recipe, directory)
     seed = recipe.train.seed or 0
-    source = ClassificationBatcher(train, recipe.data.batch_size, pad_id=pad_id, seed=seed)
+    source = ClassificationBatcher(
+        train,
+        recipe.data.batch_size,
+        pad_id=pad_id,
+        seed=seed,
+        bucket_batches=recipe.data.bucket_batches,
+    )
     valid_source = ClassificationBatcher(
         valid, recipe.data.batch_size, pad_id=pad_id, seed=seed, shuffle=False
     )

@@ -82,7 +82,13 @@ def train_bilstm_classification(
     valid = list(zip(encode_texts(tokenizer, valid_texts, max_len), valid_labels, strict=True))
     model = BiLSTMAttentionClassifier(settings.model_config(tokenizer.vocab_size, tokenizer.pad_id))
     seed, batch_size = recipe.train.seed or 0, recipe.data.batch_size
-    source = ClassificationBatcher(train, batch_size, pad_id=tokenizer.pad_id, seed=seed)
+    source = ClassificationBatcher(
+        train,
+        batch_size,
+        pad_id=tokenizer.pad_id,
+        seed=seed,
+        bucket_batches=recipe.data.bucket_batches,
+    )
     valid_source = ClassificationBatcher(
         valid, batch_size, pad_id=tokenizer.pad_id, seed=seed, shuffle=False
     )
