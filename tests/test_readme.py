@@ -56,3 +56,13 @@ def test_readme_explorer_example_runs(tmp_path, monkeypatch):
     exec(compile(example, str(README), "exec"), namespace)
     html = (tmp_path / "explorer.html").read_text()
     assert "läuft" in html and "http://" not in html and "https://" not in html
+
+
+def test_readme_beyond_the_transformer_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    example = next(block for block in blocks if "GraphAttentionLayer(16" in block)
+    namespace: dict = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    assert namespace["context"].shape == (2, 256)
+    assert namespace["weights"][1, 4:].abs().sum() == 0
+    assert namespace["nodes"].shape == (3, 32)

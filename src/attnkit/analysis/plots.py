@@ -65,6 +65,20 @@ def _draw(
     return image
 
 
+def _matrix_figure(data: np.ndarray, size: tuple[float, float], row_labels, column_labels, title):
+    """A one-axes figure with the heatmap of ``data``: ``(fig, ax, image)``."""
+    fig, ax = plt.subplots(figsize=size)
+    return fig, ax, _draw(ax, data, row_labels, column_labels, title)
+
+
+def _finish(fig: Figure, ax: Axes, image, axis_names: tuple[str, str], path, fmt) -> Path:
+    """Axis names (x, y), a colour bar, then save."""
+    ax.set_xlabel(axis_names[0])
+    ax.set_ylabel(axis_names[1])
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return _save(fig, path, fmt)
+
+
 def _save(fig: Figure, path: str | Path, fmt: str | None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,17 +100,25 @@ def plot_attention_heatmap(
     title: str = "attention",
     fmt: str | None = None,
 ) -> Path:
-    """Save a heatmap of one head's weights ``(Tq, Tk)``; returns the path written."""
+    """Save a heatmap of one head's weights ``(Tq, Tk)``; returns the path written.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import plot_attention_heatmap
+        >>> weights = torch.softmax(torch.randn(3, 4), dim=-1)  # (Tq, Tk)
+        >>> path = plot_attention_heatmap(weights, "heatmap.png", query_labels=["a", "b", "c"],
+        ...                               key_labels=["w", "x", "y", "z"], title="one head")
+        >>> path.name
+        'heatmap.png'
+    """
     data = _as_numpy(weights, 2, "weights must have shape (Tq, Tk)")
     _check_labels(query_labels, data.shape[0], "query_labels")
     _check_labels(key_labels, data.shape[1], "key_labels")
     rows, cols = data.shape
-    fig, ax = plt.subplots(figsize=(1.5 + _CELL_INCHES * cols, 1 + _CELL_INCHES * rows))
-    image = _draw(ax, data, query_labels, key_labels, title)
-    ax.set_xlabel("key (attended to)")
-    ax.set_ylabel("query")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    return _save(fig, path, fmt)
+    fig, ax, image = _matrix_figure(
+        data, (1.5 + _CELL_INCHES * cols, 1 + _CELL_INCHES * rows), query_labels, key_labels, title
+    )
+    return _finish(fig, ax, image, ("key (attended to)", "query"), path, fmt)
 
 
 def plot_attention_grid(
@@ -108,7 +130,15 @@ def plot_attention_grid(
     title: str = "attention",
     fmt: str | None = None,
 ) -> Path:
-    """Save a layer x head grid of heatmaps from per-layer weights ``(H, Tq, Tk)``."""
+    """Save a layer x head grid of heatmaps from per-layer weights ``(H, Tq, Tk)``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import plot_attention_grid
+        >>> layers = [torch.softmax(torch.randn(4, 5, 5), dim=-1) for _ in range(2)]  # (H, Tq, Tk)
+        >>> plot_attention_grid(layers, "grid.svg", title="2 layers x 4 heads").suffix
+        '.svg'
+    """
     grids = [_as_numpy(w, 3, "each layer's weights must have shape (H, Tq, Tk)") for w in layers]
     if not grids:
         raise ValueError("need at least one layer of weights; got none")
@@ -156,13 +186,9 @@ def plot_rollout(
     """Save a rollout (or flow) map ``(T, T)``: output positions x input tokens."""
     data = _as_numpy(rollout, 2, "rollout must have shape (T, T)")
     _check_labels(labels, data.shape[0], "labels")
-    size = data.shape[0]
-    fig, ax = plt.subplots(figsize=(1.5 + _CELL_INCHES * size, 1 + _CELL_INCHES * size))
-    image = _draw(ax, data, labels, labels, title)
-    ax.set_xlabel("input token")
-    ax.set_ylabel("output position")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    return _save(fig, path, fmt)
+    inches = 1 + _CELL_INCHES * data.shape[0]
+    fig, ax, image = _matrix_figure(data, (inches + 0.5, inches), labels, labels, title)
+    return _finish(fig, ax, image, ("input token", "output position"), path, fmt)
 
 
 def plot_head_scores(
@@ -177,12 +203,11 @@ def plot_head_scores(
     data = _as_numpy(scores, 2, "scores must have shape (L, H)")
     _check_labels(row_labels, data.shape[0], "row_labels")
     rows, cols = data.shape
-    fig, ax = plt.subplots(figsize=(2.5 + 0.7 * cols, 1 + 0.5 * rows))
-    image = _draw(ax, data, row_labels, [str(h) for h in range(cols)], title)
+    heads = [str(h) for h in range(cols)]
+    fig, ax, image = _matrix_figure(
+        data, (2.5 + 0.7 * cols, 1 + 0.5 * rows), row_labels, heads, title
+    )
     for (row, col), value in np.ndenumerate(data):
         if np.isfinite(value):
             ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color="w")
-    ax.set_xlabel("head")
-    ax.set_ylabel("layer")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    return _save(fig, path, fmt)
+    return _finish(fig, ax, image, ("head", "layer"), path, fmt)
