@@ -119,20 +119,26 @@ def _sentiment_data(count: int, seed: int):
     return ids, mask, labels
 
 
+def _train(model, ids, mask, labels, steps: int, batch: int = 64) -> None:
+    """Adam (lr 1e-2) on consecutive ``batch``-row slices of the data, cycling; then eval mode."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    slices = len(ids) // batch
+    for step in range(steps):
+        rows = slice(batch * (step % slices), batch * (step % slices + 1))
+        loss = model(ids[rows], mask[rows], labels=labels[rows]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
 def test_classifier_learns_which_word_decides_the_label():
     torch.manual_seed(0)
     config = BiLSTMConfig(vocab_size=20, embed_dim=16, hidden_size=16, dropout=0.0)
     model = BiLSTMAttentionClassifier(config)
     ids, mask, labels = _sentiment_data(512, seed=0)
     test_ids, test_mask, test_labels = _sentiment_data(256, seed=1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(60):
-        rows = slice(64 * (step % 8), 64 * (step % 8 + 1))
-        loss = model(ids[rows], mask[rows], labels=labels[rows]).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
+    _train(model, ids, mask, labels, steps=60)
     with torch.no_grad():
         out = model(test_ids, test_mask)
     accuracy = (out.logits.argmax(-1) == test_labels).float().mean().item()
@@ -161,14 +167,7 @@ def test_tagger_learns_a_tag_that_depends_on_both_neighbours():
     model = BiLSTMAttentionTagger(config)
     ids, mask, tags = _neighbour_tags(1024, seed=0)
     test_ids, test_mask, test_tags = _neighbour_tags(256, seed=1)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step in range(150):
-        rows = slice(64 * (step % 16), 64 * (step % 16 + 1))
-        loss = model(ids[rows], mask[rows], labels=tags[rows]).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
+    _train(model, ids, mask, tags, steps=150)
     with torch.no_grad():
         predicted = model(test_ids, test_mask).logits.argmax(-1)
     accuracy = (predicted == test_tags)[test_mask].float().mean().item()

@@ -1,32 +1,22 @@
 """End to end through the CLI: train a tiny Multi30k model, resume, translate, evaluate."""
 
-import io
 import json
 from pathlib import Path
 
 import pytest
 
 from attnkit.cli import main
+from translation_helpers import CONFIGS, TINY_RUN, train_tiny, translate_stdin
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "multi30k_de_en.yaml"
+CONFIG = CONFIGS / "multi30k_de_en.yaml"
 TINY = [
-    "data.limit_train=300",
-    "data.limit_valid=30",
-    "data.limit_test=30",
-    "data.vocab_size=400",
-    "data.max_tokens=800",
+    *TINY_RUN,
     "model.d_model=32",
     "model.num_heads=2",
     "model.num_encoder_layers=1",
     "model.num_decoder_layers=1",
     "model.d_ff=64",
-    "train.eval_every=3",
-    "train.checkpoint_every=3",
-    "train.warmup_steps=2",
     "train.progress=false",
-    "valid_bleu_sentences=10",
-    "decode.beam_size=2",
-    "decode.max_len_b=5",
 ]
 
 
@@ -38,23 +28,18 @@ def _steps(run: Path) -> list[int]:
 @pytest.mark.slow
 def test_train_resume_translate_evaluate(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
-    args = ["train", str(CONFIG), f"output_dir={run}", *TINY]
-    assert main([*args, "train.max_steps=6"]) == 0
-    results = json.loads((run / "results.json").read_text())
-    assert results["summary"]["steps"] == 6
-    assert 0.0 <= results["test"]["bleu"] <= 100.0
+    results = train_tiny(CONFIG, run, TINY)
     assert "nrefs:1" in results["test"]["bleu_signature"]
     assert len((run / "test.hyp.txt").read_text().splitlines()) == 30
     assert (run / "tokenizer.json").is_file() and (run / "recipe.yaml").is_file()
 
+    args = ["train", str(CONFIG), f"output_dir={run}", *TINY]
     assert main([*args, "train.max_steps=9", "--resume"]) == 0
     assert json.loads((run / "results.json").read_text())["summary"]["steps"] == 9
     assert _steps(run)[-1] == 9
 
-    capsys.readouterr()
-    monkeypatch.setattr("sys.stdin", io.StringIO("Ein Hund läuft.\nZwei Männer spielen.\n"))
-    assert main(["translate", "--checkpoint", str(run), "--beam-size", "2"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    text = "Ein Hund läuft.\nZwei Männer spielen.\n"
+    assert len(translate_stdin(run, text, monkeypatch, capsys).splitlines()) == 2
 
     assert (
         main(["evaluate", "--checkpoint", str(run), "--split", "test", "--strategy", "greedy"]) == 0
@@ -83,7 +68,8 @@ def test_missing_run_directory_is_reported(tmp_path, capsys):
 
 T5_CONFIG = CONFIG.with_name("multi30k_t5_de_en.yaml")
 T5_TINY = [
-    *[option for option in TINY if not option.startswith("model.")],
+    *TINY_RUN,
+    "train.progress=false",
     "model.d_model=32",
     "model.d_kv=16",
     "model.num_heads=2",
@@ -98,16 +84,11 @@ def test_t5_recipe_trains_and_translates_with_its_task_prefix(tmp_path, monkeypa
     from attnkit.recipes.translation import load_translator
 
     run = tmp_path / "t5"
-    assert main(["train", str(T5_CONFIG), f"output_dir={run}", *T5_TINY, "train.max_steps=6"]) == 0
-    results = json.loads((run / "results.json").read_text())
-    assert results["summary"]["steps"] == 6 and 0.0 <= results["test"]["bleu"] <= 100.0
+    train_tiny(T5_CONFIG, run, T5_TINY)
     translator = load_translator(run)
     assert isinstance(translator.model, T5)
     assert translator.source_prefix == "translate German to English: "
-    capsys.readouterr()
-    monkeypatch.setattr("sys.stdin", io.StringIO("Ein Hund läuft.\n"))
-    assert main(["translate", "--checkpoint", str(run), "--beam-size", "2"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 1
+    assert len(translate_stdin(run, "Ein Hund läuft.\n", monkeypatch, capsys).splitlines()) == 1
 
 
 def test_t5_recipe_config_errors_are_named():

@@ -1,8 +1,6 @@
 """RNN encoder-decoder with attention: shapes, masking, padding, decoding, learning, recipe."""
 
-import io
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +9,7 @@ import torch.nn.functional as F
 from attnkit.cli import main
 from attnkit.generation import RNNSeq2SeqAdapter, beam_search, generate, greedy_decode
 from attnkit.models import RNNSeq2Seq, RNNSeq2SeqConfig, build_rnn_seq2seq
+from translation_helpers import CONFIGS, TINY_RUN, train_tiny, translate_stdin
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -352,23 +351,13 @@ def test_config_errors_name_the_field(options, message):
 
 # --------------------------------------------------------------------------- recipe
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "multi30k_rnn_de_en.yaml"
+CONFIG = CONFIGS / "multi30k_rnn_de_en.yaml"
 TINY = [
-    "data.limit_train=300",
-    "data.limit_valid=30",
-    "data.limit_test=30",
-    "data.vocab_size=400",
-    "data.max_tokens=800",
+    *TINY_RUN,
     "model.embedding_dim=16",
     "model.encoder_hidden_size=16",
     "model.decoder_hidden_size=32",
     "model.attention_hidden_size=16",
-    "train.eval_every=3",
-    "train.checkpoint_every=3",
-    "train.warmup_steps=2",
-    "valid_bleu_sentences=10",
-    "decode.beam_size=2",
-    "decode.max_len_b=5",
 ]
 
 
@@ -377,20 +366,16 @@ def test_recipe_trains_translates_and_evaluates_on_a_tiny_slice(tmp_path, monkey
     from attnkit.recipes.translation import load_translator
 
     run = tmp_path / "rnn"
-    assert main(["train", str(CONFIG), f"output_dir={run}", *TINY, "train.max_steps=6"]) == 0
-    results = json.loads((run / "results.json").read_text())
-    assert results["summary"]["steps"] == 6 and 0.0 <= results["test"]["bleu"] <= 100.0
+    results = train_tiny(CONFIG, run, TINY)
     assert results["decode"]["beam_size"] == 2
     assert results["test"]["sentences"] == 30 and (run / "test.hyp.txt").is_file()
     translator = load_translator(run)
     assert isinstance(translator.model, RNNSeq2Seq)
     assert translator.model.config.cell == "gru" and translator.model.config.tie_output
-    capsys.readouterr()
-    monkeypatch.setattr("sys.stdin", io.StringIO("Ein Hund läuft.\n\nZwei Männer spielen.\n"))
-    assert main(["translate", "--checkpoint", str(run), "--beam-size", "2"]) == 0
     # An empty line is a source without tokens: translated, not an error. (The untrained
     # model's byte-level output may hold control characters, so lines are not counted.)
-    assert capsys.readouterr().out.strip()
+    text = "Ein Hund läuft.\n\nZwei Männer spielen.\n"
+    assert translate_stdin(run, text, monkeypatch, capsys).strip()
     assert main(["evaluate", "--checkpoint", str(run), "--strategy", "greedy"]) == 0
     assert json.loads(capsys.readouterr().out)["sentences"] == 30
 

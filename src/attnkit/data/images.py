@@ -25,10 +25,15 @@ from attnkit.data.resumable import ResumableBatches, epoch_rng, fingerprint, sha
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_MEAN",
+    "FASHION_MNIST_STD",
+    "FashionMNISTHoldout",
     "ImageBatch",
     "ImageBatcher",
     "fashion_mnist_dir",
     "load_fashion_mnist",
+    "load_fashion_mnist_holdout",
+    "normalize_pixels",
     "read_idx",
 ]
 
@@ -44,6 +49,8 @@ FASHION_MNIST_CLASSES = (
     "Bag",
     "Ankle boot",
 )
+# Fashion-MNIST pixel statistics (of pixel / 255 over the training set).
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -105,6 +112,52 @@ def load_fashion_mnist(split: str, root: str | os.PathLike | None = None) -> tup
             f"{directory}: {split} images {images.shape} and labels {labels.shape} do not match"
         )
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+def normalize_pixels(
+    images: Tensor, mean: float = FASHION_MNIST_MEAN, std: float = FASHION_MNIST_STD
+) -> Tensor:
+    """uint8 ``images`` (any shape) as float ``(pixel / 255 - mean) / std``."""
+    return (images.float() / 255.0 - mean) / std
+
+
+@dataclass
+class FashionMNISTHoldout:
+    """Both official splits, with a seeded hold-out of train-split images for validation.
+
+    Attributes:
+        images, labels: the whole train split, ``(60000, 1, 28, 28)`` uint8 and ``(60000,)``.
+        valid_indices, train_indices: disjoint indices into it (held out / for training).
+        test_images, test_labels: the whole test split.
+    """
+
+    images: Tensor
+    labels: Tensor
+    valid_indices: Tensor
+    train_indices: Tensor
+    test_images: Tensor
+    test_labels: Tensor
+
+
+def load_fashion_mnist_holdout(
+    root: str | os.PathLike | None,
+    *,
+    rng_key: Sequence[int],
+    valid_images: int,
+    limit_train_images: int | None = None,
+) -> FashionMNISTHoldout:
+    """Load both splits and hold out ``valid_images`` train-split images, drawn by a
+    permutation from ``numpy.random.default_rng(rng_key)``; ``limit_train_images`` keeps
+    that many of the others for training."""
+    images, labels = load_fashion_mnist("train", root)
+    test_images, test_labels = load_fashion_mnist("test", root)
+    order = torch.from_numpy(np.random.default_rng(list(rng_key)).permutation(len(images)))
+    valid_indices, train_indices = order[:valid_images], order[valid_images:]
+    if limit_train_images is not None:
+        train_indices = train_indices[:limit_train_images]
+    return FashionMNISTHoldout(
+        images, labels, valid_indices, train_indices, test_images, test_labels
+    )
 
 
 @dataclass

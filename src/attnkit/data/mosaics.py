@@ -31,7 +31,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attnkit.data.images import load_fashion_mnist
+from attnkit.data.images import (
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    load_fashion_mnist_holdout,
+    normalize_pixels,
+)
 from attnkit.data.resumable import ResumableBatches, epoch_rng, fingerprint, shard_round_robin
 from attnkit.data.tokenizers import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
 
@@ -79,7 +84,7 @@ OBJECT_WORD_QUADRANTS: dict[int, int] = {
 CAPTION_LENGTH = len(_TEMPLATE)
 # Fashion-MNIST pixel statistics (of pixel / 255 over the training set); a mosaic
 # is four such images, so it has the same statistics.
-PIXEL_MEAN, PIXEL_STD = 0.2860, 0.3530
+PIXEL_MEAN, PIXEL_STD = FASHION_MNIST_MEAN, FASHION_MNIST_STD
 TILE = 28
 
 
@@ -340,16 +345,14 @@ def load_mosaic_splits(
     """
     if valid_images < 4:
         raise ValueError(f"valid_images must be >= 4 (one mosaic); got {valid_images}")
-    images, labels = load_fashion_mnist("train", root)
-    test_images, test_labels = load_fashion_mnist("test", root)
-    order = torch.from_numpy(np.random.default_rng([seed, 2]).permutation(len(images)))
-    valid_indices, train_indices = order[:valid_images], order[valid_images:]
-    if limit_train_images is not None:
-        train_indices = train_indices[:limit_train_images]
+    data = load_fashion_mnist_holdout(
+        root, rng_key=(seed, 2), valid_images=valid_images, limit_train_images=limit_train_images
+    )
+    images, labels, train_indices = data.images, data.labels, data.train_indices
     if len(train_indices) < 4:
         raise ValueError(f"need >= 4 training images; got {len(train_indices)}")
-    valid = build_mosaics(images, labels, seed=seed, split="train", indices=valid_indices)
-    test = build_mosaics(test_images, test_labels, seed=seed, split="test")
+    valid = build_mosaics(images, labels, seed=seed, split="train", indices=data.valid_indices)
+    test = build_mosaics(data.test_images, data.test_labels, seed=seed, split="test")
     return MosaicSplits(
         images[train_indices], labels[train_indices], train_indices, valid, test.head(limit_test)
     )
@@ -399,7 +402,7 @@ def make_caption_batch(
     ids = vocabulary.encode_batch(
         [caption_for(row) for row in object_labels.tolist()], add_bos=True, add_eos=True
     )
-    pixels = (images.float() / 255.0 - PIXEL_MEAN) / PIXEL_STD
+    pixels = normalize_pixels(images, PIXEL_MEAN, PIXEL_STD)
     # Every caption has the same length, so ids[:, :-1] holds no <eos>.
     return CaptionBatch(pixels, ids[:, :-1], ids[:, 1:], object_labels)
 

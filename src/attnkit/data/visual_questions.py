@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attnkit.data.images import load_fashion_mnist
+from attnkit.data.images import load_fashion_mnist_holdout, normalize_pixels
 from attnkit.data.mosaics import PIXEL_MEAN, PIXEL_STD, WordVocabulary
 from attnkit.data.resumable import ResumableBatches, epoch_rng, fingerprint, shard_round_robin
 from attnkit.data.tokenizers import PAD_ID
@@ -151,7 +151,7 @@ def make_question_batch(images: Tensor, questions: Tensor, answers: Tensor) -> Q
     """A :class:`QuestionBatch` of uint8 ``images (B, C, 28, 28)`` and template ids ``(B,)``."""
     ids = _question_table()[questions]
     ids = ids[:, : int((ids != PAD_ID).sum(1).max())]
-    pixels = (images.float() / 255.0 - PIXEL_MEAN) / PIXEL_STD
+    pixels = normalize_pixels(images, PIXEL_MEAN, PIXEL_STD)
     return QuestionBatch(pixels, ids, ids != PAD_ID, answers, questions)
 
 
@@ -289,12 +289,10 @@ def load_question_splits(
     for validation, the rest for training, and questions on the test-split images."""
     if valid_images < 1:
         raise ValueError(f"valid_images must be >= 1; got {valid_images}")
-    images, labels = load_fashion_mnist("train", root)
-    test_images, test_labels = load_fashion_mnist("test", root)
-    order = torch.from_numpy(np.random.default_rng([seed, 3]).permutation(len(images)))
-    valid_indices, train_indices = order[:valid_images], order[valid_images:]
-    if limit_train_images is not None:
-        train_indices = train_indices[:limit_train_images]
+    data = load_fashion_mnist_holdout(
+        root, rng_key=(seed, 3), valid_images=valid_images, limit_train_images=limit_train_images
+    )
+    images, labels, train_indices = data.images, data.labels, data.train_indices
     if len(train_indices) < 1:
         raise ValueError("no training images left after the validation hold-out")
     test_indices = None if limit_test_images is None else torch.arange(limit_test_images)
@@ -302,10 +300,10 @@ def load_question_splits(
         images[train_indices],
         labels[train_indices],
         train_indices,
-        build_questions(images, labels, seed=seed, split="train", indices=valid_indices),
+        build_questions(images, labels, seed=seed, split="train", indices=data.valid_indices),
         build_questions(
-            test_images,
-            test_labels,
+            data.test_images,
+            data.test_labels,
             seed=seed,
             split="test",
             per_image=test_per_image,

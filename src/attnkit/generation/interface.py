@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.functional import create_padding_mask
+from attnkit.generation._source import SourceAdapter
 from attnkit.generation.decoder_only import DecoderOnlyAdapter, is_causal_lm
 from attnkit.generation.rnn import RNNSeq2SeqAdapter, is_rnn_seq2seq
 
@@ -109,7 +110,7 @@ class EncoderDecoderState:
     tokens: Tensor
 
 
-class EncoderDecoderAdapter:
+class EncoderDecoderAdapter(SourceAdapter):
     """:class:`DecodingModel` for an encoder-decoder model such as ``Transformer``.
 
     The source is encoded once; memory and mask are expanded to the beams with
@@ -126,6 +127,8 @@ class EncoderDecoderAdapter:
         use_cache: decode incrementally with the model's KV cache.
     """
 
+    model: EncoderDecoderModel
+
     def __init__(
         self,
         model: EncoderDecoderModel,
@@ -135,27 +138,15 @@ class EncoderDecoderAdapter:
         pad_id: int = 0,
         use_cache: bool = True,
     ) -> None:
-        if not isinstance(src, Tensor) or src.dim() != 2:
-            shape = tuple(src.shape) if isinstance(src, Tensor) else type(src).__name__
-            raise ValueError(f"src must have shape (B, S); got {shape}")
+        super().__init__(model, src)
         if src_mask is None:
             src_mask = create_padding_mask(src, pad_id)
         elif src_mask.size(0) not in (1, src.size(0)):
             raise ValueError(
                 f"src_mask batch size must be 1 or B = {src.size(0)}; got {tuple(src_mask.shape)}"
             )
-        self.model = model
-        self.src = src
         self.src_mask = src_mask
         self.use_cache = use_cache
-
-    @property
-    def batch_size(self) -> int:
-        return self.src.size(0)
-
-    @property
-    def device(self) -> torch.device:
-        return self.src.device
 
     def start(
         self, num_beams: int, max_new_tokens: int, *, bos_id: int | None
@@ -164,12 +155,7 @@ class EncoderDecoderAdapter:
 
         Returns the state and ``(N, V)`` logits of the first generated token.
         """
-        if bos_id is None:
-            raise ValueError("bos_id is required to decode with an encoder-decoder model")
-        if num_beams < 1 or max_new_tokens < 1:
-            raise ValueError(
-                f"num_beams and max_new_tokens must be >= 1; got {num_beams} and {max_new_tokens}"
-            )
+        bos_id = self._check_start(num_beams, max_new_tokens, bos_id)
         memory = self.model.encode(self.src, self.src_mask)
         mask = self.src_mask
         if num_beams > 1:
@@ -180,8 +166,7 @@ class EncoderDecoderAdapter:
         cache = self.model.new_cache(rows, max_new_tokens, like=memory) if self.use_cache else None
         empty = torch.empty(rows, 0, dtype=torch.long, device=self.device)
         state = EncoderDecoderState(memory, mask, cache, empty)
-        bos = torch.full((rows, 1), bos_id, dtype=torch.long, device=self.device)
-        return state, self.step(state, bos)
+        return state, self._feed_bos(state, rows, bos_id)
 
     def step(self, state: EncoderDecoderState, tokens: Tensor) -> Tensor:
         """Feed ``tokens (N, t)``; return ``(N, V)`` logits at the last position."""

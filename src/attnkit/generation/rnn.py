@@ -17,6 +17,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from attnkit.generation._source import SourceAdapter
+
 __all__ = ["RNNDecodingState", "RNNSeq2SeqAdapter", "RNNSeq2SeqModel", "is_rnn_seq2seq"]
 
 
@@ -80,7 +82,7 @@ def _source_mask(src: Tensor, src_mask: Tensor | None, pad_id: int) -> Tensor:
     return src_mask
 
 
-class RNNSeq2SeqAdapter:
+class RNNSeq2SeqAdapter(SourceAdapter):
     """:class:`~attnkit.generation.DecodingModel` for an :class:`RNNSeq2SeqModel`.
 
     Args:
@@ -91,6 +93,8 @@ class RNNSeq2SeqAdapter:
         pad_id: padding id of ``src``.
     """
 
+    model: RNNSeq2SeqModel
+
     def __init__(
         self,
         model: RNNSeq2SeqModel,
@@ -99,20 +103,8 @@ class RNNSeq2SeqAdapter:
         *,
         pad_id: int = 0,
     ) -> None:
-        if not isinstance(src, Tensor) or src.dim() != 2:
-            shape = tuple(src.shape) if isinstance(src, Tensor) else type(src).__name__
-            raise ValueError(f"src must have shape (B, S); got {shape}")
-        self.model = model
-        self.src = src
+        super().__init__(model, src)
         self.src_mask = _source_mask(src, src_mask, pad_id)
-
-    @property
-    def batch_size(self) -> int:
-        return self.src.size(0)
-
-    @property
-    def device(self) -> torch.device:
-        return self.src.device
 
     def start(
         self, num_beams: int, max_new_tokens: int, *, bos_id: int | None
@@ -121,20 +113,13 @@ class RNNSeq2SeqAdapter:
 
         Returns the state and ``(N, V)`` logits of the first generated token.
         """
-        if bos_id is None:
-            raise ValueError("bos_id is required to decode with an encoder-decoder model")
-        if num_beams < 1 or max_new_tokens < 1:
-            raise ValueError(
-                f"num_beams and max_new_tokens must be >= 1; got {num_beams} and {max_new_tokens}"
-            )
+        bos_id = self._check_start(num_beams, max_new_tokens, bos_id)
         # Encode and project the keys for B rows, then copy: cheaper than for B * num_beams.
         decoder = self.model.init_decoder_state(self.model.encode(self.src, self.src_mask))
         if num_beams > 1:
             decoder = decoder.repeat_interleave(num_beams)
         state = RNNDecodingState(decoder)
-        rows = self.batch_size * num_beams
-        bos = torch.full((rows, 1), bos_id, dtype=torch.long, device=self.device)
-        return state, self.step(state, bos)
+        return state, self._feed_bos(state, self.batch_size * num_beams, bos_id)
 
     def step(self, state: RNNDecodingState, tokens: Tensor) -> Tensor:
         """Feed ``tokens (N, t)`` one column at a time; return ``(N, V)`` logits of the next."""

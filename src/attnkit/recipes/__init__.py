@@ -54,12 +54,41 @@ TRAINERS = {
 
 
 def run_recipe(recipe: Any, *, resume: bool = False) -> dict[str, Any]:
-    """Train (and evaluate) a loaded recipe with its task's function."""
+    """Train (and evaluate) a loaded recipe with its task's function.
+
+    Example:
+        >>> from pathlib import Path
+        >>> from attnkit.recipes import load_recipe, run_recipe
+        >>> _ = Path("tiny.yaml").write_text("{task: language_model, name: tiny}")
+        >>> _ = Path("text.txt").write_text("to be or not to be, that is the question. " * 20)
+        >>> recipe = load_recipe("tiny.yaml", [
+        ...     "data.root=.", "data.corpus=text.txt", "data.block_size=16", "data.batch_size=4",
+        ...     "model.d_model=16", "model.num_heads=2", "model.num_layers=1", "output_dir=run",
+        ...     "train.max_steps=5", "train.progress=false", "eval_batches=2",
+        ...     "sample.max_new_tokens=10"])
+        >>> results = run_recipe(recipe)  # doctest: +ELLIPSIS
+        val loss ... nats/char (... bits/char)...
+        >>> sorted(results), Path("run/results.json").is_file()  # doctest: +NORMALIZE_WHITESPACE
+        (['sample', 'summary', 'total_wall_s', 'train_wall_s', 'val_bpc', 'val_loss'], True)
+    """
     return TRAINERS[recipe.task](recipe, resume=resume)
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Any:
-    """Read ``path``, apply overrides and validate it into its task's recipe dataclass."""
+    """Read ``path``, apply overrides and validate it into its task's recipe dataclass.
+
+    Example:
+        >>> from pathlib import Path
+        >>> from attnkit.recipes import load_recipe
+        >>> _ = Path("tiny.yaml").write_text("{task: language_model, name: tiny}")
+        >>> recipe = load_recipe("tiny.yaml", ["train.max_steps=100", "data.block_size=32"])
+        >>> type(recipe).__name__, recipe.train.max_steps, recipe.data.block_size
+        ('LanguageModelRecipe', 100, 32)
+        >>> load_recipe("tiny.yaml", ["train.lr=fast"])
+        Traceback (most recent call last):
+        ...
+        attnkit.recipes.schema.ConfigError: tiny.yaml: train.lr must be float; got str 'fast'
+    """
     data = apply_overrides(load_yaml(path), list(overrides or []))
     task = data.get("task")
     if task not in RECIPES:

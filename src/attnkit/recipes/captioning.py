@@ -36,7 +36,6 @@ cross-entropy is logged apart.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,7 +47,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor
 
 from attnkit.data.mosaics import (
@@ -67,8 +65,17 @@ from attnkit.data.mosaics import (
 from attnkit.generation.captioning import caption_images
 from attnkit.metrics import corpus_bleu
 from attnkit.models.captioning import CaptioningConfig, ShowAttendTell
-from attnkit.recipes.schema import ConfigError, from_dict, to_dict
-from attnkit.train import LossOutput, TimeLimit, TrainConfig, Trainer, load_model_weights
+from attnkit.recipes.common import (
+    RunRecipe,
+    fit_recipe,
+    prepare_run_dir,
+    reject_derived_fields,
+    run_timings,
+    with_vocabulary,
+    write_results,
+)
+from attnkit.recipes.schema import ConfigError, from_dict
+from attnkit.train import LossOutput, TrainConfig
 
 __all__ = [
     "CaptionDecode",
@@ -120,7 +127,7 @@ class CaptionDecode:
 
 
 @dataclass
-class CaptioningRecipe:
+class CaptioningRecipe(RunRecipe):
     """A captioning experiment; ``model`` holds :class:`CaptioningConfig` fields
     (``vocab_size`` and ``pad_id`` come from the caption vocabulary)."""
 
@@ -135,9 +142,7 @@ class CaptioningRecipe:
     max_minutes: float | None = None
 
     def __post_init__(self) -> None:
-        fixed = {"vocab_size", "pad_id"} & set(self.model)
-        if fixed:
-            raise ConfigError(f"model.{sorted(fixed)[0]} is set from the caption vocabulary")
+        reject_derived_fields(self.model, ("vocab_size", "pad_id"), "the caption vocabulary")
         config = from_dict(CaptioningConfig, _model_fields(self.model), prefix="model")
         if config.grid_size % 2:
             raise ConfigError(
@@ -146,18 +151,11 @@ class CaptioningRecipe:
             )
         if self.overlays < 0:
             raise ConfigError(f"overlays must be >= 0; got {self.overlays}")
-        self.output_dir = self.output_dir or f"runs/{self.name}"
-        self.train.output_dir = self.output_dir
-
-    def to_dict(self) -> dict:
-        data = to_dict(self)
-        data["train"] = self.train.to_dict()
-        return data
+        self._set_output_dir()
 
 
 def _model_fields(model: dict[str, Any]) -> dict[str, Any]:
-    vocabulary = caption_vocabulary()
-    return {"vocab_size": vocabulary.vocab_size, "pad_id": vocabulary.pad_id, **model}
+    return with_vocabulary(caption_vocabulary(), model)
 
 
 def build_model(recipe: CaptioningRecipe) -> ShowAttendTell:
@@ -411,9 +409,7 @@ def train_captioning(recipe: CaptioningRecipe, *, resume: bool = False) -> dict[
     )
     valid = splits.valid.head(data.limit_valid)
     vocabulary = caption_vocabulary()
-    out = Path(recipe.output_dir)  # type: ignore[arg-type]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    out = prepare_run_dir(recipe)
     model = build_model(recipe)
     source = MosaicBatcher(
         splits.train_images, splits.train_labels, data.batch_size, vocabulary, seed=data.seed
@@ -423,33 +419,25 @@ def train_captioning(recipe: CaptioningRecipe, *, resume: bool = False) -> dict[
         scores = evaluate_captions(model, valid, vocabulary, recipe.decode, data.eval_batch_size)
         return {"valid_bleu": scores.bleu, "valid_exact_match": scores.exact_match}
 
-    trainer = Trainer(
-        model,
-        caption_loss,
-        source,
-        recipe.train,
-        evaluate_fn=evaluate,
-        callbacks=[TimeLimit(recipe.max_minutes)] if recipe.max_minutes else [],
+    summary, report = fit_recipe(
+        model, caption_loss, source, recipe, evaluate_fn=evaluate, resume=resume
     )
-    summary = trainer.fit(resume=resume)
-    if not trainer.is_main or summary.stop_reason == "signal":
+    if not report:
         return {"summary": summary.to_dict()}
-    best = (out / "checkpoints" / "best").is_dir()
-    load_model_weights(model, out, "best" if best else "latest")
     scores = evaluate_captions(model, splits.test, vocabulary, recipe.decode, data.eval_batch_size)
     (out / "test.hyp.txt").write_text("\n".join(scores.hypotheses) + "\n", encoding="utf-8")
     overlays = _write_overlays(
         model, splits.test, vocabulary, recipe.decode, out, min(recipe.overlays, len(splits.test))
     )
-    results = {
-        "test": scores.metrics(),
-        "decode": asdict(recipe.decode),
-        "overlays": overlays,
-        "train_wall_s": summary.elapsed_s,
-        "total_wall_s": time.monotonic() - started,
-        "summary": summary.to_dict(),
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    results = write_results(
+        out,
+        {
+            "test": scores.metrics(),
+            "decode": asdict(recipe.decode),
+            "overlays": overlays,
+            **run_timings(summary, started),
+        },
+    )
     localisation = scores.localisation
     print(
         f"test BLEU {scores.bleu:.2f}, exact match {100 * scores.exact_match:.1f}%, "

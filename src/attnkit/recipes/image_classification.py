@@ -7,25 +7,34 @@ selects the best checkpoint), then reports accuracy on the 10,000 test images.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-import yaml
 
-from attnkit.data.images import ImageBatch, ImageBatcher, load_fashion_mnist
+from attnkit.data.images import (
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    ImageBatch,
+    ImageBatcher,
+    load_fashion_mnist,
+)
 from attnkit.models import ViT, ViTConfig
-from attnkit.recipes.schema import ConfigError, from_dict, to_dict
-from attnkit.train import LossOutput, TimeLimit, TrainConfig, Trainer, load_model_weights
+from attnkit.recipes.common import (
+    RunRecipe,
+    fit_recipe,
+    prepare_run_dir,
+    run_timings,
+    write_results,
+)
+from attnkit.recipes.schema import ConfigError, from_dict
+from attnkit.train import LossOutput, TrainConfig
 
 __all__ = ["ImageClassificationRecipe", "ImageData", "train_image_classification"]
 
-# Fashion-MNIST pixel statistics (of pixel / 255 over the training set).
-FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
+FASHION_MEAN, FASHION_STD = FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
 
 @dataclass
@@ -42,7 +51,7 @@ class ImageData:
 
 
 @dataclass
-class ImageClassificationRecipe:
+class ImageClassificationRecipe(RunRecipe):
     """A ViT image-classification experiment; ``model`` holds :class:`ViTConfig` fields."""
 
     name: str = "image_classification"
@@ -59,13 +68,7 @@ class ImageClassificationRecipe:
         from_dict(ViTConfig, {**defaults, **self.model}, prefix="model")
         if self.data.valid_size < 1:
             raise ConfigError(f"data.valid_size must be >= 1; got {self.data.valid_size}")
-        self.output_dir = self.output_dir or f"runs/{self.name}"
-        self.train.output_dir = self.output_dir
-
-    def to_dict(self) -> dict:
-        data = to_dict(self)
-        data["train"] = self.train.to_dict()
-        return data
+        self._set_output_dir()
 
 
 def build_model(recipe: ImageClassificationRecipe) -> ViT:
@@ -128,9 +131,7 @@ def train_image_classification(
     """Train ViT, select on validation accuracy, report test accuracy."""
     started = time.monotonic()
     train, valid, test = _splits(recipe.data)
-    out = Path(recipe.output_dir)  # type: ignore[arg-type]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    out = prepare_run_dir(recipe)
     model = build_model(recipe)
     source = ImageBatcher(
         *train,
@@ -144,27 +145,20 @@ def train_image_classification(
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
         return {"valid_accuracy": accuracy(model, *valid, recipe.data.batch_size)}
 
-    trainer = Trainer(
-        model,
-        image_loss(recipe.label_smoothing),
-        source,
-        recipe.train,
-        evaluate_fn=evaluate,
-        callbacks=[TimeLimit(recipe.max_minutes)] if recipe.max_minutes else [],
+    loss_fn = image_loss(recipe.label_smoothing)
+    summary, report = fit_recipe(
+        model, loss_fn, source, recipe, evaluate_fn=evaluate, resume=resume
     )
-    summary = trainer.fit(resume=resume)
-    if not trainer.is_main or summary.stop_reason == "signal":
+    if not report:
         return {"summary": summary.to_dict()}
-    best = (out / "checkpoints" / "best").is_dir()
-    load_model_weights(model, out, "best" if best else "latest")
     test_accuracy = accuracy(model, *test, recipe.data.batch_size)
-    results = {
-        "test_accuracy": test_accuracy,
-        "test_images": len(test[1]),
-        "train_wall_s": summary.elapsed_s,
-        "total_wall_s": time.monotonic() - started,
-        "summary": summary.to_dict(),
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    results = write_results(
+        out,
+        {
+            "test_accuracy": test_accuracy,
+            "test_images": len(test[1]),
+            **run_timings(summary, started),
+        },
+    )
     print(f"test accuracy {100 * test_accuracy:.2f}% on {len(test[1])} images")
     return results

@@ -15,7 +15,6 @@ runs/NAME/results.json  best val loss, bits per character, wall time, a sample
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,15 +23,24 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-import yaml
 
 from attnkit.data import CharTokenizer, LMWindowSource, TextTokenizer, TokenStream, data_root
 from attnkit.data.batching import LMBatch
 from attnkit.data.tokenizers import load_tokenizer
 from attnkit.generation import sample
 from attnkit.models import GPT, GPTConfig
-from attnkit.recipes.schema import ConfigError, from_dict, to_dict
-from attnkit.train import LossOutput, TimeLimit, TrainConfig, Trainer, load_model_weights
+from attnkit.recipes.common import (
+    RunRecipe,
+    best_or_latest,
+    fit_recipe,
+    load_run_recipe,
+    prepare_run_dir,
+    reject_derived_fields,
+    run_timings,
+    write_results,
+)
+from attnkit.recipes.schema import ConfigError, from_dict
+from attnkit.train import LossOutput, TrainConfig, load_model_weights
 
 __all__ = [
     "LanguageModelData",
@@ -74,7 +82,7 @@ class SampleSettings:
 
 
 @dataclass
-class LanguageModelRecipe:
+class LanguageModelRecipe(RunRecipe):
     """A GPT language-modelling experiment: data, model, training, evaluation, sampling.
 
     ``model`` holds :class:`attnkit.models.GPTConfig` fields (``vocab_size`` comes
@@ -92,24 +100,17 @@ class LanguageModelRecipe:
     sample: SampleSettings = field(default_factory=SampleSettings)
 
     def __post_init__(self) -> None:
-        if "vocab_size" in self.model:
-            raise ConfigError("model.vocab_size is set from the tokenizer; remove it")
+        reject_derived_fields(self.model, ("vocab_size",), "the tokenizer", "; remove it")
         from_dict(GPTConfig, {**self.model, "vocab_size": 1}, prefix="model")
         if not 0.0 < self.data.train_fraction < 1.0:
             raise ConfigError(
                 f"data.train_fraction must be in (0, 1); got {self.data.train_fraction}"
             )
-        self.output_dir = self.output_dir or f"runs/{self.name}"
-        self.train.output_dir = self.output_dir
+        self._set_output_dir()
 
     @classmethod
     def from_dict(cls, data: dict) -> LanguageModelRecipe:
         return from_dict(cls, data)
-
-    def to_dict(self) -> dict:
-        data = to_dict(self)
-        data["train"] = self.train.to_dict()
-        return data
 
 
 def read_corpus(data: LanguageModelData) -> str:
@@ -161,8 +162,7 @@ def _validation_fn(recipe: LanguageModelRecipe, stream: TokenStream):
 
 def _prepare_run(recipe: LanguageModelRecipe, text: str, resume: bool):
     """Tokenizer and the train/val token streams, written into the run directory."""
-    out = Path(recipe.output_dir)  # type: ignore[arg-type]
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_run_dir(recipe)
     tokenizer_file = out / "tokenizer.json"
     if resume and tokenizer_file.is_file():
         tokenizer = load_tokenizer(tokenizer_file)
@@ -173,7 +173,6 @@ def _prepare_run(recipe: LanguageModelRecipe, text: str, resume: bool):
     cut = int(len(ids) * recipe.data.train_fraction)
     train = TokenStream.build(ids[:cut], out / "train.bin")
     val = TokenStream.build(ids[cut:], out / "val.bin")
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
     return tokenizer, train, val
 
 
@@ -209,29 +208,26 @@ def train_language_model(recipe: LanguageModelRecipe, *, resume: bool = False) -
         seed=recipe.train.seed or 0,
         steps_per_epoch=recipe.data.steps_per_epoch,
     )
-    trainer = Trainer(
+    summary, report = fit_recipe(
         model,
         lm_loss,
         source,
-        recipe.train,
+        recipe,
         evaluate_fn=_validation_fn(recipe, val_stream),
-        callbacks=[TimeLimit(recipe.max_minutes)] if recipe.max_minutes else [],
+        resume=resume,
+        load_selected=False,  # load_language_model loads them
     )
-    summary = trainer.fit(resume=resume)
-    if not trainer.is_main or summary.stop_reason == "signal":
+    if not report:
         return {"summary": summary.to_dict()}
     model = load_language_model(recipe.output_dir, model=model)[0]  # type: ignore[arg-type]
     scores = _validation_fn(recipe, val_stream)(model)
     results = {
         "val_loss": scores["val_loss"],
         "val_bpc": scores["val_bpc"],
-        "train_wall_s": summary.elapsed_s,
-        "total_wall_s": time.monotonic() - started,
-        "summary": summary.to_dict(),
+        **run_timings(summary, started),
         "sample": generate_text(model, tokenizer, recipe.sample),
     }
-    out = Path(recipe.output_dir)  # type: ignore[arg-type]
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_results(recipe.output_dir, results)  # type: ignore[arg-type]
     print(f"val loss {scores['val_loss']:.4f} nats/char ({scores['val_bpc']:.4f} bits/char)")
     print(results["sample"])
     return results
@@ -242,12 +238,8 @@ def load_language_model(
 ) -> tuple[GPT, TextTokenizer, LanguageModelRecipe]:
     """The GPT of a run directory with its best (else latest) weights, tokenizer and recipe."""
     run_dir = Path(run_dir)
-    recipe_file = run_dir / "recipe.yaml"
-    if not recipe_file.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: {recipe_file} is missing")
-    recipe = LanguageModelRecipe.from_dict(yaml.safe_load(recipe_file.read_text()))
+    recipe = load_run_recipe(run_dir, LanguageModelRecipe)
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     model = model if model is not None else build_model(recipe, tokenizer)
-    best = (run_dir / "checkpoints" / "best").is_dir()
-    load_model_weights(model, run_dir, which or ("best" if best else "latest"))
+    load_model_weights(model, run_dir, which or best_or_latest(run_dir))
     return model.eval(), tokenizer, recipe

@@ -15,26 +15,29 @@ accuracy with its mean and standard deviation (each seed's Trainer logs go to
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from attnkit.data.cora import CoraData, load_cora
 from attnkit.models.gat import GAT, GATConfig, build_gat
-from attnkit.recipes.schema import ConfigError, from_dict, to_dict
+from attnkit.recipes.common import (
+    RunRecipe,
+    prepare_run_dir,
+    reject_derived_fields,
+    time_limit,
+    write_results,
+)
+from attnkit.recipes.schema import ConfigError, from_dict
 from attnkit.train import (
     Callback,
     LossOutput,
-    TimeLimit,
     TrainConfig,
     Trainer,
     move_to_device,
@@ -79,7 +82,7 @@ def _default_train() -> TrainConfig:
 
 
 @dataclass
-class NodeClassificationRecipe:
+class NodeClassificationRecipe(RunRecipe):
     """A GAT node-classification experiment; ``model`` holds :class:`GATConfig` fields
     (``in_features`` and ``num_classes`` come from the data).
 
@@ -101,9 +104,7 @@ class NodeClassificationRecipe:
     max_minutes: float | None = None
 
     def __post_init__(self) -> None:
-        given = sorted(set(self.model) & set(_FROM_DATA))
-        if given:
-            raise ConfigError(f"model.{given[0]} is set from the data; remove it from the recipe")
+        reject_derived_fields(self.model, _FROM_DATA, "the data", "; remove it from the recipe")
         from_dict(GATConfig, self.model, prefix="model")
         if not self.seeds:
             raise ConfigError("seeds must list at least one seed; got []")
@@ -119,13 +120,7 @@ class NodeClassificationRecipe:
             )
         if self.train.patience is not None:
             raise ConfigError("set the recipe's patience, not train.patience (GAT's rule)")
-        self.output_dir = self.output_dir or f"runs/{self.name}"
-        self.train.output_dir = self.output_dir
-
-    def to_dict(self) -> dict:
-        data = to_dict(self)
-        data["train"] = self.train.to_dict()
-        return data
+        self._set_output_dir()
 
 
 class PaperEarlyStopping(Callback):
@@ -223,9 +218,7 @@ def train_one_seed(
     model = build_model(recipe, graph)
     config = replace(recipe.train, seed=seed, output_dir=f"{recipe.output_dir}/seed_{seed}")
     stopper = PaperEarlyStopping(recipe.patience)
-    callbacks: list[Callback] = [stopper]
-    if recipe.max_minutes:
-        callbacks.append(TimeLimit(recipe.max_minutes))
+    callbacks: list[Callback] = [stopper, *time_limit(recipe.max_minutes)]
     source = [graph]
     trainer = Trainer(
         model,
@@ -277,9 +270,7 @@ def train_node_classification(
     graph = load_cora(recipe.data.root, normalize=recipe.data.normalize_features)
     if recipe.data.sparse_features:
         graph = replace(graph, features=graph.features.to_sparse())
-    out = Path(recipe.output_dir)  # type: ignore[arg-type]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    out = prepare_run_dir(recipe)
     runs = []
     for seed in recipe.seeds:
         result, summary = train_one_seed(recipe, graph, seed)
@@ -295,13 +286,15 @@ def train_node_classification(
         f"test accuracy {100 * accuracy['mean']:.2f}% ± {100 * accuracy['std']:.2f}% "
         f"(mean ± sample std over {len(runs)} seed(s), {int(graph.test_mask.sum())} test nodes)"
     )
-    results = {
-        "test_accuracy": accuracy,
-        "test_nodes": int(graph.test_mask.sum()),
-        "runs": runs,
-        "total_wall_s": time.monotonic() - started,
-        "summary": {"stop_reason": "completed", "message": message},
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    results = write_results(
+        out,
+        {
+            "test_accuracy": accuracy,
+            "test_nodes": int(graph.test_mask.sum()),
+            "runs": runs,
+            "total_wall_s": time.monotonic() - started,
+            "summary": {"stop_reason": "completed", "message": message},
+        },
+    )
     print(message)
     return results

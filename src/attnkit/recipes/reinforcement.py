@@ -34,12 +34,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from attnkit.models import AttentionQNetwork, AttentionQNetworkConfig
-from attnkit.recipes.schema import ConfigError, from_dict, to_dict
+from attnkit.recipes.common import (
+    RunRecipe,
+    prepare_run_dir,
+    reject_derived_fields,
+    write_results,
+)
+from attnkit.recipes.schema import ConfigError, from_dict
 
 __all__ = [
     "DQNAgent",
@@ -128,7 +133,7 @@ class EvalSettings:
 
 
 @dataclass
-class ReinforcementRecipe:
+class ReinforcementRecipe(RunRecipe):
     """A DQN experiment; ``model`` holds :class:`AttentionQNetworkConfig` fields
     (``obs_dim`` and ``num_actions`` come from the environment)."""
 
@@ -144,16 +149,11 @@ class ReinforcementRecipe:
     threads: int | None = 1  # torch threads; 1 is fastest for a network this small
 
     def __post_init__(self) -> None:
-        reserved = {"obs_dim", "num_actions"} & set(self.model)
-        if reserved:
-            raise ConfigError(f"model.{sorted(reserved)[0]} is set from the environment")
+        reject_derived_fields(self.model, ("obs_dim", "num_actions"), "the environment")
         from_dict(AttentionQNetworkConfig, self.model, prefix="model")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 or null; got {self.threads}")
-        self.output_dir = self.output_dir or f"runs/{self.name}"
-
-    def to_dict(self) -> dict:
-        return to_dict(self)
+        self._set_output_dir()
 
 
 @dataclass
@@ -516,9 +516,7 @@ def train_reinforcement(recipe: ReinforcementRecipe, *, resume: bool = False) ->
     """Train the DQN, keep the best validation policy, evaluate it on test seeds."""
     if resume:
         raise ValueError("reinforcement runs do not resume (they are minutes long); start anew")
-    out = Path(recipe.output_dir)  # type: ignore[arg-type]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    out = prepare_run_dir(recipe)
     threads = torch.get_num_threads()
     if recipe.threads is not None:
         torch.set_num_threads(recipe.threads)
@@ -563,7 +561,7 @@ def _train_and_report(recipe: ReinforcementRecipe, out: Path) -> dict[str, Any]:
         "total_wall_s": time.monotonic() - run.started,
         "summary": {"stop_reason": reason, "message": reason, "steps": steps},
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_results(out, results)
     print(
         f"test return {mean:.1f} ± {results['test_std_return']:.1f} over {len(returns)} "
         f"episodes (policy of step {run.best_step}); trained {train_wall_s / 60:.1f} min"

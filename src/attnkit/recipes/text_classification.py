@@ -15,22 +15,27 @@ training and evaluation settings.
 from __future__ import annotations
 
 import importlib.util
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 from tokenizers import Tokenizer
 
 from attnkit.data import ClassificationBatcher, data_root, read_classification_tsv
 from attnkit.data.batching import ClassificationBatch
 from attnkit.interop import from_pretrained, load_pretrained_tokenizer
 from attnkit.models import BiLSTMConfig
-from attnkit.recipes.schema import ConfigError, to_dict
-from attnkit.train import LossOutput, TimeLimit, TrainConfig, Trainer, load_model_weights
+from attnkit.recipes.common import (
+    RunRecipe,
+    fit_recipe,
+    prepare_run_dir,
+    run_timings,
+    write_results,
+)
+from attnkit.recipes.schema import ConfigError
+from attnkit.train import LossOutput, TrainConfig
 
 __all__ = [
     "BiLSTMAttentionModel",
@@ -114,7 +119,7 @@ BILSTM_FIELDS = (
 
 
 @dataclass
-class TextClassificationRecipe:
+class TextClassificationRecipe(RunRecipe):
     """A fine-tuning experiment: data, checkpoint, training, evaluation."""
 
     name: str = "text_classification"
@@ -129,13 +134,7 @@ class TextClassificationRecipe:
     def __post_init__(self) -> None:
         if self.model.num_labels < 1:
             raise ConfigError(f"model.num_labels must be >= 1; got {self.model.num_labels}")
-        self.output_dir = self.output_dir or f"runs/{self.name}"
-        self.train.output_dir = self.output_dir
-
-    def to_dict(self) -> dict:
-        data = to_dict(self)
-        data["train"] = self.train.to_dict()
-        return data
+        self._set_output_dir()
 
 
 def resolve_pretrained(name: str) -> Path:
@@ -183,14 +182,22 @@ def accuracy(model: torch.nn.Module, source: ClassificationBatcher) -> float:
     return correct / max(total, 1)
 
 
-def _examples(recipe: TextClassificationRecipe, tokenizer: Tokenizer, split: str, limit):
+def read_split(recipe: TextClassificationRecipe, split: str) -> tuple[list[str], list[int]]:
+    """Texts and labels of ``split`` (``"train"`` or ``"valid"``), cut to its limit."""
     data = recipe.data
     root = Path(data.root) if data.root else data_root()
     table = read_classification_tsv(
         root / getattr(data, split), data.text_column, data.label_column
     )
-    texts, labels = table.texts[:limit], table.labels[:limit]
-    return list(zip(encode(tokenizer, texts, data.max_len), labels, strict=True))
+    limit = data.limit_train if split == "train" else data.limit_valid
+    return list(table.texts[:limit]), [int(label) for label in table.labels[:limit]]
+
+
+def _examples(
+    recipe: TextClassificationRecipe, tokenizer: Tokenizer, split: str
+) -> list[tuple[list[int], int]]:
+    texts, labels = read_split(recipe, split)
+    return list(zip(encode(tokenizer, texts, recipe.data.max_len), labels, strict=True))
 
 
 def _load_model(recipe: TextClassificationRecipe, directory: Path) -> torch.nn.Module:
@@ -214,45 +221,59 @@ def train_text_classification(
     directory = resolve_pretrained(recipe.model.pretrained)
     tokenizer = load_pretrained_tokenizer(directory)
     pad_id = tokenizer.token_to_id("[PAD]") or 0
-    train = _examples(recipe, tokenizer, "train", recipe.data.limit_train)
-    valid = _examples(recipe, tokenizer, "valid", recipe.data.limit_valid)
-    out = Path(recipe.output_dir)  # type: ignore[arg-type]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    train = _examples(recipe, tokenizer, "train")
+    valid = _examples(recipe, tokenizer, "valid")
+    prepare_run_dir(recipe)
     model = _load_model(recipe, directory)
-    seed = recipe.train.seed or 0
-    source = ClassificationBatcher(
+    return fit_classifier(
+        recipe,
+        model,
         train,
-        recipe.data.batch_size,
-        pad_id=pad_id,
-        seed=seed,
-        bucket_batches=recipe.data.bucket_batches,
+        valid,
+        pad_id,
+        resume=resume,
+        started=started,
+        details={"checkpoint": str(directory)},
     )
-    valid_source = ClassificationBatcher(
-        valid, recipe.data.batch_size, pad_id=pad_id, seed=seed, shuffle=False
+
+
+def fit_classifier(
+    recipe: TextClassificationRecipe,
+    model: torch.nn.Module,
+    train: list[tuple[list[int], int]],
+    valid: list[tuple[list[int], int]],
+    pad_id: int,
+    *,
+    resume: bool,
+    started: float,
+    details: dict[str, Any],
+) -> dict[str, Any]:
+    """Train ``model`` on ``(ids, label)`` pairs, select on dev accuracy and write the
+    results (``details`` go after the dev accuracy and sentence count)."""
+    seed, batch_size = recipe.train.seed or 0, recipe.data.batch_size
+    source = ClassificationBatcher(
+        train, batch_size, pad_id=pad_id, seed=seed, bucket_batches=recipe.data.bucket_batches
     )
-    trainer = Trainer(
+    valid_source = ClassificationBatcher(valid, batch_size, pad_id=pad_id, seed=seed, shuffle=False)
+    summary, report = fit_recipe(
         model,
         classification_loss,
         source,
-        recipe.train,
+        recipe,
         evaluate_fn=lambda m: {"valid_accuracy": accuracy(m, valid_source)},
-        callbacks=[TimeLimit(recipe.max_minutes)] if recipe.max_minutes else [],
+        resume=resume,
     )
-    summary = trainer.fit(resume=resume)
-    if not trainer.is_main or summary.stop_reason == "signal":
+    if not report:
         return {"summary": summary.to_dict()}
-    best = (out / "checkpoints" / "best").is_dir()
-    load_model_weights(model, out, "best" if best else "latest")
     dev_accuracy = accuracy(model, valid_source)
-    results = {
-        "valid_accuracy": dev_accuracy,
-        "valid_sentences": len(valid),
-        "checkpoint": str(directory),
-        "train_wall_s": summary.elapsed_s,
-        "total_wall_s": time.monotonic() - started,
-        "summary": summary.to_dict(),
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    results = write_results(
+        recipe.output_dir,  # type: ignore[arg-type]
+        {
+            "valid_accuracy": dev_accuracy,
+            "valid_sentences": len(valid),
+            **details,
+            **run_timings(summary, started),
+        },
+    )
     print(f"dev accuracy {100 * dev_accuracy:.2f}% on {len(valid)} sentences")
     return results

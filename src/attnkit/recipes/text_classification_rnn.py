@@ -10,36 +10,22 @@ Dev accuracy selects the best checkpoint and is reported in ``runs/NAME/results.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from attnkit.data import ClassificationBatcher, SubwordTokenizer, data_root, read_classification_tsv
+from attnkit.data import SubwordTokenizer
 from attnkit.data.tokenizers import UNK_ID, TextTokenizer, load_tokenizer
 from attnkit.models import BiLSTMAttentionClassifier
+from attnkit.recipes.common import prepare_run_dir
 from attnkit.recipes.text_classification import (
     BiLSTMAttentionModel,
     TextClassificationRecipe,
-    accuracy,
-    classification_loss,
+    fit_classifier,
+    read_split,
 )
-from attnkit.train import TimeLimit, Trainer, load_model_weights
 
 __all__ = ["build_tokenizer", "encode_texts", "train_bilstm_classification"]
-
-
-def _read(recipe: TextClassificationRecipe, split: str) -> tuple[list[str], list[int]]:
-    """Texts and labels of ``split`` (``"train"`` or ``"valid"``), cut to its limit."""
-    data = recipe.data
-    root = Path(data.root) if data.root else data_root()
-    table = read_classification_tsv(
-        root / getattr(data, split), data.text_column, data.label_column
-    )
-    limit = data.limit_train if split == "train" else data.limit_valid
-    return list(table.texts[:limit]), [int(label) for label in table.labels[:limit]]
 
 
 def build_tokenizer(
@@ -71,52 +57,27 @@ def train_bilstm_classification(
     settings = recipe.model
     if not isinstance(settings, BiLSTMAttentionModel):
         raise ValueError(f"model.architecture must be bilstm_attention; got {settings!r}")
-    out = Path(recipe.output_dir)  # type: ignore[arg-type]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    train_texts, train_labels = _read(recipe, "train")
-    valid_texts, valid_labels = _read(recipe, "valid")
+    out = prepare_run_dir(recipe)
+    train_texts, train_labels = read_split(recipe, "train")
+    valid_texts, valid_labels = read_split(recipe, "valid")
     tokenizer = build_tokenizer(settings, train_texts, out, resume=resume)
     max_len = recipe.data.max_len
     train = list(zip(encode_texts(tokenizer, train_texts, max_len), train_labels, strict=True))
     valid = list(zip(encode_texts(tokenizer, valid_texts, max_len), valid_labels, strict=True))
     model = BiLSTMAttentionClassifier(settings.model_config(tokenizer.vocab_size, tokenizer.pad_id))
-    seed, batch_size = recipe.train.seed or 0, recipe.data.batch_size
-    source = ClassificationBatcher(
-        train,
-        batch_size,
-        pad_id=tokenizer.pad_id,
-        seed=seed,
-        bucket_batches=recipe.data.bucket_batches,
-    )
-    valid_source = ClassificationBatcher(
-        valid, batch_size, pad_id=tokenizer.pad_id, seed=seed, shuffle=False
-    )
-    trainer = Trainer(
-        model,
-        classification_loss,
-        source,
-        recipe.train,
-        evaluate_fn=lambda m: {"valid_accuracy": accuracy(m, valid_source)},
-        callbacks=[TimeLimit(recipe.max_minutes)] if recipe.max_minutes else [],
-    )
-    summary = trainer.fit(resume=resume)
-    if not trainer.is_main or summary.stop_reason == "signal":
-        return {"summary": summary.to_dict()}
-    best = (out / "checkpoints" / "best").is_dir()
-    load_model_weights(model, out, "best" if best else "latest")
-    dev_accuracy = accuracy(model, valid_source)
-    results = {
-        "valid_accuracy": dev_accuracy,
-        "valid_sentences": len(valid),
+    details = {
         "architecture": "bilstm_attention",
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": tokenizer.vocab_size,
         "train_sentences": len(train),
-        "train_wall_s": summary.elapsed_s,
-        "total_wall_s": time.monotonic() - started,
-        "summary": summary.to_dict(),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"dev accuracy {100 * dev_accuracy:.2f}% on {len(valid)} sentences")
-    return results
+    return fit_classifier(
+        recipe,
+        model,
+        train,
+        valid,
+        tokenizer.pad_id,
+        resume=resume,
+        started=started,
+        details=details,
+    )

@@ -21,14 +21,12 @@ runs/NAME/test.hyp.txt     the test translations
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 
 from attnkit.data import (
     ParallelCorpus,
@@ -50,8 +48,17 @@ from attnkit.models import (
     Transformer,
     TransformerConfig,
 )
-from attnkit.recipes.schema import ConfigError, from_dict, to_dict
-from attnkit.train import TimeLimit, TrainConfig, Trainer, load_model_weights, seq2seq_loss
+from attnkit.recipes.common import (
+    RunRecipe,
+    best_or_latest,
+    fit_recipe,
+    load_run_recipe,
+    prepare_run_dir,
+    reject_derived_fields,
+    write_results,
+)
+from attnkit.recipes.schema import ConfigError, from_dict
+from attnkit.train import TrainConfig, load_model_weights, seq2seq_loss
 from attnkit.train.checkpoint import list_checkpoints
 
 __all__ = [
@@ -123,7 +130,7 @@ class DecodeSettings:
 
 
 @dataclass
-class TranslationRecipe:
+class TranslationRecipe(RunRecipe):
     """A translation experiment: data, model, training, decoding, evaluation.
 
     ``max_minutes`` stops training (after the current step) once that much wall
@@ -149,25 +156,19 @@ class TranslationRecipe:
             raise ConfigError(
                 f"model.architecture must be one of {sorted(ARCHITECTURES)}; got {architecture!r}"
             )
-        reserved = set(_TOKENIZER_FIELDS[architecture]) & set(options)
-        if reserved:
-            raise ConfigError(f"model.{sorted(reserved)[0]} is set from the tokenizer; remove it")
+        reject_derived_fields(
+            options, _TOKENIZER_FIELDS[architecture], "the tokenizer", "; remove it"
+        )
         placeholders = dict.fromkeys(_TOKENIZER_FIELDS[architecture], 0)
         for name in ("src_vocab_size", "tgt_vocab_size", "vocab_size"):
             if name in placeholders:
                 placeholders[name] = _VOCAB_PLACEHOLDER
         from_dict(ARCHITECTURES[architecture], {**options, **placeholders}, prefix="model")
-        self.output_dir = self.output_dir or f"runs/{self.name}"
-        self.train.output_dir = self.output_dir
+        self._set_output_dir()
 
     @classmethod
     def from_dict(cls, data: dict) -> TranslationRecipe:
         return from_dict(cls, data)
-
-    def to_dict(self) -> dict:
-        data = to_dict(self)
-        data["train"] = self.train.to_dict()
-        return data
 
 
 @dataclass
@@ -351,15 +352,11 @@ def _forward(recipe: TranslationRecipe):
 
 def _prepare_run(recipe: TranslationRecipe, corpora: Corpora, resume: bool) -> TextTokenizer:
     """Write the recipe and the tokenizer into the run directory (reuse them on resume)."""
-    out = Path(recipe.output_dir)  # type: ignore[arg-type]
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer_file = out / "tokenizer.json"
+    tokenizer_file = prepare_run_dir(recipe) / "tokenizer.json"
     if resume and tokenizer_file.is_file():
-        tokenizer = load_tokenizer(tokenizer_file)
-    else:
-        tokenizer = build_tokenizer(recipe.data, corpora.train)
-        tokenizer.save(tokenizer_file)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        return load_tokenizer(tokenizer_file)
+    tokenizer = build_tokenizer(recipe.data, corpora.train)
+    tokenizer.save(tokenizer_file)
     return tokenizer
 
 
@@ -386,17 +383,16 @@ def train_translation(recipe: TranslationRecipe, *, resume: bool = False) -> dic
         max_src_len=recipe.data.max_len,
         max_tgt_len=recipe.data.max_len,
     )
-    trainer = Trainer(
+    summary, report = fit_recipe(
         model,
         seq2seq_loss(tokenizer.pad_id, recipe.label_smoothing, _forward(recipe)),
         source,
-        recipe.train,
+        recipe,
         evaluate_fn=_validation_fn(recipe, tokenizer, corpora),
-        callbacks=[TimeLimit(recipe.max_minutes)] if recipe.max_minutes else [],
+        resume=resume,
+        load_selected=False,  # load_translator loads them
     )
-    summary = trainer.fit(resume=resume)
-    if not trainer.is_main or summary.stop_reason == "signal":
-        # Interrupted runs exit promptly; `attnkit train --resume` continues them.
+    if not report:
         return {"summary": summary.to_dict()}
     translator = load_translator(recipe.output_dir, model=model)  # type: ignore[arg-type]
     scores, hypotheses = evaluate_translation(translator, corpora.test)
@@ -415,14 +411,10 @@ def _write_results(
     out = Path(recipe.output_dir)  # type: ignore[arg-type]
     (out / "test.hyp.txt").write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
     results = {"test": scores, "summary": summary, "decode": dataclasses.asdict(recipe.decode)}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_results(out, results)
     print(f"test BLEU {scores['bleu']:.2f} ({scores['bleu_signature']})")
     print(f"test chrF {scores['chrf']:.2f} ({scores['chrf_signature']})")
     return results
-
-
-def _best_or_latest(run_dir: Path) -> str:
-    return "best" if (run_dir / "checkpoints" / "best").is_dir() else "latest"
 
 
 def load_translator(
@@ -430,13 +422,10 @@ def load_translator(
 ) -> Translator:
     """Rebuild the model of a run directory and load its best (else latest) weights."""
     run_dir = Path(run_dir)
-    recipe_file = run_dir / "recipe.yaml"
-    if not recipe_file.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a translation run: {recipe_file} is missing")
-    recipe = TranslationRecipe.from_dict(yaml.safe_load(recipe_file.read_text()))
+    recipe = load_run_recipe(run_dir, TranslationRecipe, "a translation run")
     tokenizer = load_tokenizer(run_dir / "tokenizer.json")
     model = model if model is not None else build_model(recipe, tokenizer)
     if not list_checkpoints(run_dir / "checkpoints") and which is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoints to load")
-    load_model_weights(model, run_dir, which or _best_or_latest(run_dir))
+    load_model_weights(model, run_dir, which or best_or_latest(run_dir))
     return Translator(model.eval(), tokenizer, recipe.decode, recipe.data.source_prefix)

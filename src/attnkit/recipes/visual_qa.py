@@ -11,14 +11,11 @@ and the share of "yes" answers in the test set (0.5 up to sampling noise).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 
 from attnkit.data.visual_questions import (
     QUESTIONS,
@@ -29,8 +26,17 @@ from attnkit.data.visual_questions import (
     question_vocabulary,
 )
 from attnkit.models.fusion import CrossAttentionFusion, FusionConfig
-from attnkit.recipes.schema import ConfigError, from_dict, to_dict
-from attnkit.train import LossOutput, TimeLimit, TrainConfig, Trainer, load_model_weights
+from attnkit.recipes.common import (
+    RunRecipe,
+    fit_recipe,
+    prepare_run_dir,
+    reject_derived_fields,
+    run_timings,
+    with_vocabulary,
+    write_results,
+)
+from attnkit.recipes.schema import from_dict
+from attnkit.train import LossOutput, TrainConfig
 
 __all__ = [
     "QuestionData",
@@ -60,7 +66,7 @@ class QuestionData:
 
 
 @dataclass
-class VisualQARecipe:
+class VisualQARecipe(RunRecipe):
     """A VQA experiment; ``model`` holds :class:`FusionConfig` fields (``vocab_size``
     and ``pad_id`` come from the question vocabulary)."""
 
@@ -73,22 +79,13 @@ class VisualQARecipe:
     max_minutes: float | None = None
 
     def __post_init__(self) -> None:
-        fixed = {"vocab_size", "pad_id"} & set(self.model)
-        if fixed:
-            raise ConfigError(f"model.{sorted(fixed)[0]} is set from the question vocabulary")
+        reject_derived_fields(self.model, ("vocab_size", "pad_id"), "the question vocabulary")
         from_dict(FusionConfig, _model_fields(self.model), prefix="model")
-        self.output_dir = self.output_dir or f"runs/{self.name}"
-        self.train.output_dir = self.output_dir
-
-    def to_dict(self) -> dict:
-        data = to_dict(self)
-        data["train"] = self.train.to_dict()
-        return data
+        self._set_output_dir()
 
 
 def _model_fields(model: dict[str, Any]) -> dict[str, Any]:
-    vocabulary = question_vocabulary()
-    return {"vocab_size": vocabulary.vocab_size, "pad_id": vocabulary.pad_id, **model}
+    return with_vocabulary(question_vocabulary(), model)
 
 
 def build_model(recipe: VisualQARecipe) -> CrossAttentionFusion:
@@ -155,9 +152,7 @@ def train_visual_question_answering(
         limit_train_images=data.limit_train_images,
         limit_test_images=data.limit_test_images,
     )
-    out = Path(recipe.output_dir)  # type: ignore[arg-type]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    out = prepare_run_dir(recipe)
     model = build_model(recipe)
     source = QuestionBatcher(
         splits.train_images, splits.train_labels, data.batch_size, seed=data.seed
@@ -167,27 +162,13 @@ def train_visual_question_answering(
         scores = answer_accuracy(model, splits.valid, data.eval_batch_size)
         return {"valid_accuracy": scores["accuracy"]}
 
-    trainer = Trainer(
-        model,
-        answer_loss,
-        source,
-        recipe.train,
-        evaluate_fn=evaluate,
-        callbacks=[TimeLimit(recipe.max_minutes)] if recipe.max_minutes else [],
+    summary, report = fit_recipe(
+        model, answer_loss, source, recipe, evaluate_fn=evaluate, resume=resume
     )
-    summary = trainer.fit(resume=resume)
-    if not trainer.is_main or summary.stop_reason == "signal":
+    if not report:
         return {"summary": summary.to_dict()}
-    best = (out / "checkpoints" / "best").is_dir()
-    load_model_weights(model, out, "best" if best else "latest")
     scores = answer_accuracy(model, splits.test, data.eval_batch_size)
-    results = {
-        "test": scores,
-        "train_wall_s": summary.elapsed_s,
-        "total_wall_s": time.monotonic() - started,
-        "summary": summary.to_dict(),
-    }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    results = write_results(out, {"test": scores, **run_timings(summary, started)})
     print(
         f"test accuracy {100 * scores['accuracy']:.2f}% on {scores['questions']} questions "
         f"about held-out test images"
