@@ -31,6 +31,16 @@ class AttentionAnalyzer:
         analyzer.analyze_attention(src_ids, tgt_ids)      # returns the model's output
         analyzer.visualize_attention(layer_idx=1, head_idx=3, path="head.png")
         analyzer.statistics("encoder_self")["entropy"]   # (layers, heads)
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import AttentionAnalyzer
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> gpt = GPT(GPTConfig(vocab_size=50, max_len=16, d_model=32, num_heads=4, num_layers=2))
+        >>> analyzer = AttentionAnalyzer(gpt.eval())
+        >>> _ = analyzer.analyze_attention(torch.randint(0, 50, (1, 8)))
+        >>> tuple(analyzer.statistics("decoder_self")["entropy"].shape)  # (layers, heads)
+        (2, 4)
     """
 
     def __init__(self, model: nn.Module) -> None:

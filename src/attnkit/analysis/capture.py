@@ -150,6 +150,16 @@ def capture_attention(model: nn.Module) -> Iterator[AttentionCapture]:
     Outputs are unchanged (the weight-returning path computes the same
     attention). Modules that cannot return weights (LSH attention) run as
     usual and are listed in ``capture.skipped`` (with a warning).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import capture_attention
+        >>> from attnkit.models import Transformer
+        >>> model = Transformer(vocab_size=50, d_model=32, num_heads=4, num_layers=2, d_ff=64)
+        >>> with torch.no_grad(), capture_attention(model.eval()) as capture:
+        ...     _ = model(torch.randint(3, 50, (1, 6)), torch.randint(3, 50, (1, 4)))
+        >>> capture.kinds(), [tuple(w.shape) for w in capture.layers("cross")]
+        (['encoder_self', 'decoder_self', 'cross'], [(1, 4, 4, 6), (1, 4, 4, 6)])
     """
     capture = AttentionCapture()
     handles = []

@@ -92,6 +92,17 @@ def write_attention_explorer(
         ValueError: no weights captured, token counts that differ from the captured
             ``Tq``/``Tk`` (naming expected and got), ``example`` outside the batch,
             non-finite weights, or cross-attention without ``target_tokens``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import capture_attention, write_attention_explorer
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> gpt = GPT(GPTConfig(vocab_size=50, max_len=16, d_model=32, num_heads=4, num_layers=2))
+        >>> with torch.no_grad(), capture_attention(gpt.eval()) as capture:
+        ...     _ = gpt(torch.tensor([[5, 6, 7, 8]]))
+        >>> page = write_attention_explorer("explorer.html", capture, source_tokens=list("abcd"))
+        >>> page.name
+        'explorer.html'
     """
     data = explorer_data(
         capture,

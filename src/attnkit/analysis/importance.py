@@ -111,6 +111,16 @@ def head_importance(
 
     Returns:
         :class:`HeadScores` with ``mean over batches |dL / d mask_h|``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import head_importance
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> gpt = GPT(GPTConfig(vocab_size=50, max_len=16, d_model=32, num_heads=4, num_layers=2))
+        >>> batches = [torch.randint(0, 50, (2, 12)) for _ in range(2)]
+        >>> scores = head_importance(gpt, batches, lambda model, ids: model(ids, labels=ids).loss)
+        >>> scores.names, [tuple(s.shape) for s in scores.scores]
+        (['layers.0.self_attn', 'layers.1.self_attn'], [(4,), (4,)])
     """
     modules = attention_modules(model)
     masks = {

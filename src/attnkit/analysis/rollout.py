@@ -58,6 +58,14 @@ def attention_rollout(
     Returns:
         ``(B, T, T)``: row ``i`` of the last layer over input tokens ``j``
         (``A~_L @ ... @ A~_1``; rows sum to 1).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import attention_rollout
+        >>> layers = [torch.softmax(torch.randn(1, 4, 6, 6), dim=-1) for _ in range(3)]
+        >>> rollout = attention_rollout(layers)  # (B, T, T)
+        >>> tuple(rollout.shape), torch.allclose(rollout.sum(-1), torch.ones(1, 6))
+        ((1, 6, 6), True)
     """
     rollout = None
     for weights in _checked_layers(layers):

@@ -231,6 +231,19 @@ def scaled_dot_product_attention(
     Returns:
         ``(output (B, H, Tq, Dv), weights or None)``. A query whose keys are all
         masked gets a zero output row and zero weights.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.functional import scaled_dot_product_attention
+        >>> q = k = v = torch.randn(2, 4, 5, 8)  # (B, H, T, Dh)
+        >>> out, weights = scaled_dot_product_attention(q, k, v, is_causal=True, need_weights=True)
+        >>> tuple(out.shape), tuple(weights.shape)
+        ((2, 4, 5, 8), (2, 4, 5, 5))
+        >>> weights[0, 0, 0].tolist()  # the first query sees only the first key
+        [1.0, 0.0, 0.0, 0.0, 0.0]
+        >>> chunked, _ = scaled_dot_product_attention(q, k, v, is_causal=True, backend="chunked")
+        >>> torch.allclose(out, chunked, atol=1e-5)
+        True
     """
     _check_qkv(query, key, value)
     attn_mask, attn_bias = _check_mask_and_bias(attn_mask, attn_bias, query, key)

@@ -35,6 +35,12 @@ def create_padding_mask(tokens: Tensor, pad_id: int) -> Tensor:
 
     Returns:
         bool ``(B, 1, 1, S)``, ``True`` at real tokens.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.functional import create_padding_mask
+        >>> create_padding_mask(torch.tensor([[5, 7, 0], [4, 0, 0]]), pad_id=0).int().tolist()
+        [[[[1, 1, 0]]], [[[1, 0, 0]]]]
     """
     if tokens.dim() != 2:
         raise ValueError(f"tokens must have shape (B, S); got {tuple(tokens.shape)}")
@@ -66,6 +72,13 @@ def create_causal_mask(
 
     Returns:
         bool ``(1, 1, Tq, Tk)``, ``True`` where the query may attend.
+
+    Example:
+        >>> from attnkit.functional import create_causal_mask
+        >>> create_causal_mask(3)[0, 0].int().tolist()
+        [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+        >>> create_causal_mask(1, 3, alignment="bottom_right")[0, 0].int().tolist()  # a new token
+        [[1, 1, 1]]
     """
     key_len = query_len if key_len is None else key_len
     if alignment not in ("top_left", "bottom_right"):
@@ -112,6 +125,13 @@ def combine_masks(*masks: Tensor | None) -> Tensor | None:
 
     The result broadcasts the inputs, e.g. a padding mask ``(B, 1, 1, S)`` and
     a causal mask ``(1, 1, T, S)`` give ``(B, 1, T, S)``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.functional import combine_masks, create_causal_mask, create_padding_mask
+        >>> padding = create_padding_mask(torch.tensor([[5, 7, 0]]), pad_id=0)  # (1, 1, 1, 3)
+        >>> combine_masks(padding, create_causal_mask(3))[0, 0].int().tolist()
+        [[1, 0, 0], [1, 1, 0], [1, 1, 0]]
     """
     present = [m for m in masks if m is not None]
     for i, m in enumerate(present):
@@ -146,6 +166,13 @@ def from_torch_mha_masks(
     Returns:
         bool mask broadcastable to ``(B, H, Tq, Tk)`` with True = may attend,
         or ``None`` when neither mask is given.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.functional import from_torch_mha_masks
+        >>> key_padding_mask = torch.tensor([[False, False, True]])  # torch: True = padding
+        >>> from_torch_mha_masks(key_padding_mask=key_padding_mask).int().tolist()
+        [[[[1, 1, 0]]]]
     """
     allowed_attn = None
     if attn_mask is not None:

@@ -168,6 +168,17 @@ def beam_search(
     Returns:
         :class:`BeamSearchOutput` with ``sequences (B, n, L)``, ``scores (B, n)``
         (best first) and ``lengths (B, n)``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import beam_search
+        >>> from attnkit.models import Transformer
+        >>> model = Transformer(vocab_size=20, d_model=32, num_heads=4, num_layers=1, d_ff=64)
+        >>> src = torch.randint(3, 20, (2, 6))
+        >>> result = beam_search(model.eval(), src, beam_size=4, max_new_tokens=8, bos_id=1,
+        ...                      eos_id=2, num_return_sequences=2)
+        >>> tuple(result.sequences.shape[:2]), tuple(result.scores.shape)
+        ((2, 2), (2, 2))
     """
     _check_beam_args(
         beam_size, max_new_tokens, num_return_sequences, length_penalty, early_stopping

@@ -47,6 +47,16 @@ def greedy_decode(
         was produced) followed by ``pad_id``. ``L <= max_new_tokens``; decoding
         stops once every row has produced ``eos``. The model runs in eval mode
         (restored afterwards) without gradients.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import greedy_decode
+        >>> from attnkit.models import Transformer
+        >>> model = Transformer(vocab_size=20, d_model=32, num_heads=4, num_layers=1, d_ff=64)
+        >>> src = torch.randint(3, 20, (2, 6))
+        >>> out = greedy_decode(model.eval(), src, max_new_tokens=8, bos_id=1, eos_id=2)
+        >>> out.shape[0], out.shape[1] <= 8
+        (2, True)
     """
     decoder = as_decoding_model(model, src, src_mask=src_mask, pad_id=pad_id)
     check_positive_int("max_new_tokens", max_new_tokens)

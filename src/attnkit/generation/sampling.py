@@ -60,6 +60,19 @@ def sample(
     Returns:
         ``(B, L)`` ids without ``bos``, each row padded with ``pad_id`` after its
         ``eos``; stops once every row has finished or at ``max_new_tokens``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import sample
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> gpt = GPT(GPTConfig(vocab_size=50, max_len=32, d_model=32, num_heads=4, num_layers=1))
+        >>> prompt = torch.randint(0, 50, (2, 4))
+        >>> def draw(seed):
+        ...     generator = torch.Generator().manual_seed(seed)
+        ...     return sample(gpt.eval(), prompt, max_new_tokens=6, temperature=0.8, top_k=10,
+        ...                   generator=generator)
+        >>> tuple(draw(0).shape), torch.equal(draw(0), draw(0))  # the same seed, the same tokens
+        ((2, 6), True)
     """
     check_positive_int("max_new_tokens", max_new_tokens)
     check_temperature(temperature)

@@ -76,6 +76,17 @@ def from_pretrained(
 
     Raises :class:`CheckpointMismatchError` naming every missing or
     unexpected key and every shape mismatch, before any weight is copied.
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from attnkit.interop import from_pretrained, save_pretrained
+        >>> from attnkit.models import BertConfig, BertModel
+        >>> config = BertConfig(vocab_size=100, d_model=32, num_heads=4, num_layers=2, d_ff=64)
+        >>> directory = save_pretrained(BertModel(config).eval(), tempfile.mkdtemp())
+        >>> bert = from_pretrained(directory)  # any GPT-2, BERT, T5 or ViT directory
+        >>> type(bert).__name__, bert.training
+        ('BertModel', False)
     """
     hf_config = read_config(path)
     family = _family(hf_config.get("model_type"), str(Path(path) / "config.json"))
@@ -89,7 +100,21 @@ def from_pretrained(
 
 
 def save_pretrained(model: nn.Module, path: str | Path) -> Path:
-    """Write ``model`` as a Hugging Face directory (``config.json`` + ``model.safetensors``)."""
+    """Write ``model`` as a Hugging Face directory (``config.json`` + ``model.safetensors``).
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from attnkit.interop import from_pretrained, save_pretrained
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> gpt = GPT(GPTConfig(vocab_size=50, max_len=16, d_model=32, num_heads=4, num_layers=2))
+        >>> directory = save_pretrained(gpt.eval(), tempfile.mkdtemp())
+        >>> sorted(path.name for path in directory.iterdir())
+        ['config.json', 'model.safetensors']
+        >>> ids = torch.randint(0, 50, (1, 8))
+        >>> torch.allclose(gpt(ids).logits, from_pretrained(directory)(ids).logits)
+        True
+    """
     for family in FAMILIES.values():
         if family.handles(model):
             config, weights = family.to_hf(model)

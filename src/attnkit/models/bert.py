@@ -67,6 +67,12 @@ class BertConfig:
         attention, attention_options: the self-attention variant
             (``"dense"`` or ``"sliding_window"`` with ``window``; see
             :func:`attnkit.nn.build_self_attention`).
+
+    Example:
+        >>> from attnkit.models import BertConfig, BertModel
+        >>> config = BertConfig(vocab_size=1000, d_model=64, num_heads=4, num_layers=2, d_ff=128)
+        >>> config.max_len, config.layer_norm_eps, len(BertModel(config).layers)
+        (512, 1e-12, 2)
     """
 
     vocab_size: int = 30522
@@ -172,6 +178,15 @@ class BertModel(nn.Module):
 
     ``pooler=False`` leaves the pooler out (``pooled`` is then ``None``), as the
     masked-LM and token-classification models do.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import BertConfig, BertModel
+        >>> config = BertConfig(vocab_size=100, d_model=32, num_heads=4, num_layers=2, d_ff=64)
+        >>> ids = torch.tensor([[2, 15, 16, 3, 0]])  # the last position is padding
+        >>> out = BertModel(config)(ids, ids != 0, output_attentions=True)
+        >>> tuple(out.last_hidden_state.shape), tuple(out.pooled.shape), len(out.attentions)
+        ((1, 5, 32), (1, 32), 2)
     """
 
     def __init__(self, config: BertConfig, *, pooler: bool = True) -> None:
@@ -315,7 +330,18 @@ class _BertWithHead(nn.Module):
 
 
 class BertForMaskedLM(_BertWithHead):
-    """BERT with the masked-LM head: ``logits (B, T, V)``; loss where ``labels != -100``."""
+    """BERT with the masked-LM head: ``logits (B, T, V)``; loss where ``labels != -100``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import BertConfig, BertForMaskedLM
+        >>> config = BertConfig(vocab_size=100, d_model=32, num_heads=4, num_layers=2, d_ff=64)
+        >>> ids = torch.tensor([[2, 15, 4, 17, 3]])  # id 4 stands for [MASK] here
+        >>> labels = torch.tensor([[-100, -100, 16, -100, -100]])  # predict position 2 only
+        >>> out = BertForMaskedLM(config)(ids, labels=labels)
+        >>> tuple(out.logits.shape), out.loss.dim()
+        ((1, 5, 100), 0)
+    """
 
     uses_pooler = False
 
@@ -373,6 +399,16 @@ class BertForSequenceClassification(_BertWithHead):
 
     Loss: cross-entropy over ``labels (B,)``, or mean squared error when
     ``num_labels == 1`` (regression), as Hugging Face does.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import BertConfig, BertForSequenceClassification
+        >>> config = BertConfig(vocab_size=100, d_model=32, num_heads=4, num_layers=2, d_ff=64,
+        ...                     num_labels=3)
+        >>> ids = torch.randint(4, 100, (2, 6))
+        >>> out = BertForSequenceClassification(config)(ids, labels=torch.tensor([0, 2]))
+        >>> tuple(out.logits.shape), out.loss.dim()
+        ((2, 3), 0)
     """
 
     def __init__(self, config: BertConfig) -> None:

@@ -205,6 +205,15 @@ class ShowAttendTell(nn.Module):
     ``start`` and ``step`` decode one token at a time
     (:class:`attnkit.generation.captioning.CaptioningAdapter` runs greedy and beam
     search on them).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import CaptioningConfig, ShowAttendTell
+        >>> model = ShowAttendTell(CaptioningConfig(vocab_size=50, image_size=56, hidden_dim=32))
+        >>> words = torch.randint(4, 50, (2, 6))
+        >>> out = model(torch.randn(2, 1, 56, 56), words, labels=words)
+        >>> tuple(out.logits.shape), out.loss.dim()
+        ((2, 6, 50), 0)
     """
 
     def __init__(self, config: CaptioningConfig) -> None:

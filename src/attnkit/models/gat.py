@@ -69,6 +69,16 @@ class GAT(nn.Module):
     Composed from the layers passed in (hidden layers first, the output layer last);
     :func:`build_gat` makes them from a :class:`GATConfig`. ELU follows every layer but
     the last; ``dropout`` is applied to every layer's input.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import GAT
+        >>> from attnkit.nn import GraphAttentionLayer
+        >>> hidden = GraphAttentionLayer(16, 8, heads=4)  # (N, 16) -> (N, 32)
+        >>> output = GraphAttentionLayer(32, 3, concat=False)  # (N, 32) -> (N, 3)
+        >>> gat = GAT([hidden, output], dropout=0.5)
+        >>> tuple(gat(torch.randn(4, 16), torch.tensor([[0, 1, 2], [1, 2, 3]])).shape)
+        (4, 3)
     """
 
     def __init__(
@@ -123,7 +133,16 @@ def feature_dropout(x: Tensor, p: float, training: bool) -> Tensor:
 
 def build_gat(config: GATConfig | None = None, **overrides: Any) -> GAT:
     """A :class:`GAT` from ``config`` (the paper's Cora model by default) with field
-    ``overrides``."""
+    ``overrides``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import GATConfig, build_gat
+        >>> gat = build_gat(GATConfig(in_features=16, num_classes=3))  # 8 heads x 8 features
+        >>> edges = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 0]])  # source -> target
+        >>> tuple(gat(torch.randn(4, 16), edges).shape)
+        (4, 3)
+    """
     config = GATConfig(**{**(asdict(config) if config is not None else {}), **overrides})
     layers = []
     width = config.in_features

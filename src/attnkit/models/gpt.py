@@ -65,6 +65,14 @@ class GPTConfig:
         tie_embeddings: the output layer shares the token embedding matrix.
         init_std: standard deviation of the normal initialisation; residual
             output projections use ``init_std / sqrt(2 * num_layers)`` (GPT-2).
+
+    Example:
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> llama_style = GPTConfig(vocab_size=100, d_model=64, num_heads=4, num_layers=2,
+        ...                         positional="rotary", norm="rmsnorm", activation="swiglu",
+        ...                         num_kv_heads=2, bias=False)
+        >>> GPT(llama_style).layers[0].self_attn.num_kv_heads
+        2
     """
 
     vocab_size: int = 50257
@@ -127,6 +135,15 @@ class GPT(nn.Module):
     """Decoder-only Transformer language model. ``input_ids (B, T)`` -> ``logits (B, T, V)``.
 
     Build it from a :class:`GPTConfig` (``GPT(config)`` or :func:`build_gpt`).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> gpt = GPT(GPTConfig(vocab_size=100, max_len=32, d_model=32, num_heads=4, num_layers=2))
+        >>> ids = torch.randint(0, 100, (2, 10))
+        >>> out = gpt(ids, labels=ids)  # the labels are shifted inside
+        >>> tuple(out.logits.shape), out.loss.dim()
+        ((2, 10, 100), 0)
     """
 
     def __init__(self, config: GPTConfig) -> None:
@@ -304,6 +321,13 @@ def _block(config: GPTConfig, scheme: PositionScheme) -> TransformerEncoderLayer
 
 
 def build_gpt(config: GPTConfig | None = None, **overrides: Any) -> GPT:
-    """A :class:`GPT` from ``config`` (GPT-2 small by default) with field ``overrides``."""
+    """A :class:`GPT` from ``config`` (GPT-2 small by default) with field ``overrides``.
+
+    Example:
+        >>> from attnkit.models import build_gpt
+        >>> gpt = build_gpt(vocab_size=65, d_model=32, num_heads=4, num_layers=2)
+        >>> gpt.config.max_len, gpt.config.num_layers
+        (1024, 2)
+    """
     base = asdict(config) if config is not None else {}
     return GPT(GPTConfig(**{**base, **overrides}))

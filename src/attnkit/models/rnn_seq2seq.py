@@ -234,6 +234,17 @@ class RNNSeq2Seq(nn.Module):
 
     ``forward(src, tgt)`` gives teacher-forced logits ``(B, T, tgt_vocab_size)``;
     decoding runs :meth:`encode`, :meth:`init_decoder_state` and :meth:`decode_step`.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import RNNSeq2Seq, RNNSeq2SeqConfig
+        >>> config = RNNSeq2SeqConfig(src_vocab_size=100, tgt_vocab_size=90, cell="lstm",
+        ...                           attention="luong", embedding_dim=16,
+        ...                           encoder_hidden_size=16, decoder_hidden_size=32)
+        >>> src, tgt = torch.randint(3, 100, (2, 7)), torch.randint(3, 90, (2, 5))
+        >>> logits, weights = RNNSeq2Seq(config)(src, tgt, return_attention=True)
+        >>> tuple(logits.shape), tuple(weights.shape)
+        ((2, 5, 90), (2, 5, 7))
     """
 
     def __init__(self, config: RNNSeq2SeqConfig, *, attention: nn.Module | None = None) -> None:

@@ -75,6 +75,14 @@ class T5Config:
         attention, attention_options: the self-attention variant
             (``"dense"`` or ``"sliding_window"`` with ``window``; see
             :func:`attnkit.nn.build_self_attention`).
+
+    Example:
+        >>> from attnkit.models import T5, T5Config
+        >>> config = T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_heads=4,
+        ...                   num_layers=2, num_decoder_layers=1, activation="geglu_tanh")
+        >>> t5 = T5(config)
+        >>> len(t5.encoder.layers), len(t5.decoder.layers)
+        (2, 1)
     """
 
     vocab_size: int = 32128
@@ -179,7 +187,16 @@ def _layer_options(config: T5Config) -> dict:
 
 
 class T5(nn.Module):
-    """T5 for conditional generation: ``input_ids (B, S)``, ``labels (B, T)`` -> logits, loss."""
+    """T5 for conditional generation: ``input_ids (B, S)``, ``labels (B, T)`` -> logits, loss.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import T5, T5Config
+        >>> t5 = T5(T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2))
+        >>> out = t5(torch.randint(2, 100, (2, 9)), labels=torch.randint(2, 100, (2, 4)))
+        >>> tuple(out.logits.shape), out.loss.dim()  # the decoder reads the labels shifted right
+        ((2, 4, 100), 0)
+    """
 
     def __init__(self, config: T5Config) -> None:
         super().__init__()

@@ -40,6 +40,14 @@ class TransformerConfig:
     select the positional scheme and the self-attention variant of both stacks
     (:func:`attnkit.nn.position_scheme`, :func:`attnkit.nn.build_self_attention`);
     cross-attention is always dense.
+
+    Example:
+        >>> from attnkit.models import Transformer, TransformerConfig
+        >>> config = TransformerConfig(src_vocab_size=100, tgt_vocab_size=120, d_model=64,
+        ...                            num_heads=4, norm_first=True, positional="rotary")
+        >>> model = Transformer.from_config(config)
+        >>> model.config.num_encoder_layers, model.output_projection.out_features
+        (6, 120)
     """
 
     src_vocab_size: int
@@ -191,6 +199,15 @@ class Transformer(nn.Module):
             ``scale_embeddings``, ``pad_id``.
 
     The decoder self-attention is always causal; ``tgt_mask`` adds to it.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import Transformer
+        >>> model = Transformer(vocab_size=100, d_model=32, num_heads=4, num_layers=2, d_ff=64)
+        >>> src, tgt = torch.randint(3, 100, (2, 7)), torch.randint(3, 100, (2, 5))
+        >>> logits, attention = model(src, tgt, return_attention=True)
+        >>> tuple(logits.shape), tuple(attention.cross[-1].shape)  # cross: (B, H, T, S)
+        ((2, 5, 100), (2, 4, 5, 7))
     """
 
     def __init__(
@@ -356,5 +373,13 @@ class Transformer(nn.Module):
 
 
 def build_transformer(config: TransformerConfig) -> Transformer:
-    """Build a :class:`Transformer` from its config."""
+    """Build a :class:`Transformer` from its config.
+
+    Example:
+        >>> from attnkit.models import TransformerConfig, build_transformer
+        >>> config = TransformerConfig(100, 100, d_model=32, num_heads=4, num_decoder_layers=2)
+        >>> model = build_transformer(config)
+        >>> len(model.encoder.layers), len(model.decoder.layers)
+        (6, 2)
+    """
     return Transformer.from_config(config)

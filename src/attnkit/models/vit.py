@@ -40,6 +40,12 @@ class ViTConfig:
         num_labels: classes.
         qkv_bias: biases in the attention projections (query, key, value, output).
         init_std: truncated-normal initialisation's standard deviation.
+
+    Example:
+        >>> from attnkit.models import ViTConfig
+        >>> config = ViTConfig(image_size=32, patch_size=8, num_channels=3, num_labels=10)
+        >>> (config.image_size // config.patch_size) ** 2  # tokens per image, besides [CLS]
+        16
     """
 
     image_size: int = 224
@@ -76,7 +82,17 @@ class ViTConfig:
 
 
 class ViT(nn.Module):
-    """``pixel_values (B, C, H, W)`` -> :class:`ModelOutput` with ``logits (B, num_labels)``."""
+    """``pixel_values (B, C, H, W)`` -> :class:`ModelOutput` with ``logits (B, num_labels)``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import ViT, ViTConfig
+        >>> config = ViTConfig(image_size=28, patch_size=4, num_channels=1, d_model=32,
+        ...                    num_heads=4, num_layers=2, d_ff=64, num_labels=10)
+        >>> out = ViT(config)(torch.randn(2, 1, 28, 28), output_attentions=True)
+        >>> tuple(out.logits.shape), tuple(out.attentions[0].shape)  # 49 patches + [CLS]
+        ((2, 10), (2, 4, 50, 50))
+    """
 
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()

@@ -46,6 +46,13 @@ class TrainConfig:
     in ``Layer`` or ``Block``), then on the root. ``shard_source`` gives each rank
     every ``world_size``-th batch of the source (default: unless the source has
     its own ``world_size`` attribute, i.e. already shards).
+
+    Example:
+        >>> from attnkit.train import TrainConfig
+        >>> config = TrainConfig(max_steps=2000, lr=1e-3, schedule="cosine", warmup_steps=100,
+        ...                      min_lr_ratio=0.1, eval_every=250, best_metric="val_loss")
+        >>> config.betas, config.grad_clip, config.precision
+        ((0.9, 0.98), 1.0, 'fp32')
     """
 
     # length

@@ -84,10 +84,12 @@ def is_distributed() -> bool:
 
 
 def get_rank() -> int:
+    """This process's rank in the default process group (0 without one)."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def get_world_size() -> int:
+    """How many processes the default process group has (1 without one)."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
@@ -142,6 +144,7 @@ def cleanup_distributed() -> None:
 
 
 def barrier() -> None:
+    """Wait until every rank gets here (nothing to wait for in a single process)."""
     if is_distributed():
         dist.barrier()
 

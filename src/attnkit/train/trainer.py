@@ -100,6 +100,20 @@ class Trainer:
     continues from the latest checkpoint in ``output_dir`` (if any) and
     ``fit(resume_from=path)`` from a given one (``"latest"``/``"best"`` name
     those of ``output_dir``).
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> from attnkit.train import TrainConfig, Trainer
+        >>> gpt = GPT(GPTConfig(vocab_size=20, max_len=16, d_model=32, num_heads=4, num_layers=1))
+        >>> windows = torch.randint(0, 20, (8, 4, 16))  # 8 batches of (B, T) = (4, 16)
+        >>> batches = [{"input_ids": ids, "labels": ids} for ids in windows]
+        >>> config = TrainConfig(max_steps=10, lr=1e-3, output_dir=tempfile.mkdtemp(),
+        ...                      progress=False, plot=False)
+        >>> summary = Trainer(gpt, None, batches, config).fit()  # None: the model's own loss
+        >>> summary.steps, summary.stop_reason
+        (10, 'max_steps')
     """
 
     def __init__(

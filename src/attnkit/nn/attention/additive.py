@@ -97,6 +97,16 @@ class BahdanauAttention(nn.Module):
 
     The key projection does not depend on the decoder step: compute it once
     with :meth:`project_keys` and pass it as ``projected_keys`` at every step.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import BahdanauAttention
+        >>> attention = BahdanauAttention(query_dim=16, key_dim=8)
+        >>> keys = torch.randn(2, 6, 8)  # encoder outputs (B, Tk, Dk)
+        >>> mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+        >>> context, weights = attention(torch.randn(2, 16), keys, mask=mask)  # one decoder step
+        >>> tuple(context.shape), tuple(weights.shape), weights[1, 4:].tolist()
+        ((2, 8), (2, 6), [0.0, 0.0])
     """
 
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int | None = None) -> None:
@@ -147,6 +157,14 @@ class LuongAttention(nn.Module):
     Args:
         query_dim, key_dim: ``Dq`` and ``Dk``; score: one of :data:`LUONG_SCORES`;
         hidden_dim: the concat score's tanh size (default ``Dq``).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import LuongAttention
+        >>> attention = LuongAttention(query_dim=16, key_dim=8, score="general")
+        >>> context, weights = attention(torch.randn(2, 3, 16), torch.randn(2, 6, 8))  # 3 steps
+        >>> tuple(context.shape), tuple(weights.shape)
+        ((2, 3, 8), (2, 3, 6))
     """
 
     def __init__(
@@ -220,6 +238,13 @@ class AttentionLayer(nn.Module):
     Args:
         input_dim: feature size of ``x`` (and of ``context``).
         output_dim: ``d``, the size of queries, keys, values and the output.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import AttentionLayer
+        >>> out, weights = AttentionLayer(input_dim=16, output_dim=8)(torch.randn(2, 5, 16))
+        >>> tuple(out.shape), tuple(weights.shape)
+        ((2, 5, 8), (2, 5, 5))
     """
 
     def __init__(self, input_dim: int, output_dim: int) -> None:

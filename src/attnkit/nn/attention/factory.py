@@ -63,6 +63,13 @@ def build_self_attention(
             relative embeddings go into the module).
         module_options: :class:`MultiHeadAttention` options (``bias``,
             ``num_kv_heads``, ``head_dim``, ``scale``, ...).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import build_self_attention
+        >>> attention = build_self_attention("sliding_window", 32, 4, options={"window": 8})
+        >>> type(attention).__name__, tuple(attention(torch.randn(2, 20, 32))[0].shape)
+        ('SlidingWindowAttention', (2, 20, 32))
     """
     options = dict(options or {})
     if kind not in ATTENTION_KINDS:

@@ -125,6 +125,14 @@ class GraphAttentionLayer(nn.Module):
 
     Parameters: ``lin.weight (H * C, F)``; ``att_src``, ``att_dst (1, H, C)``; ``bias``
     ``(H * C)`` or ``(C)``. No activation is applied: the model adds ELU between layers.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import GraphAttentionLayer
+        >>> layer = GraphAttentionLayer(16, 8, heads=4)  # the 4 heads are concatenated
+        >>> edges = torch.tensor([[0, 1, 2], [1, 2, 0]])  # source -> target
+        >>> tuple(layer(torch.randn(3, 16), edges).shape)
+        (3, 32)
     """
 
     def __init__(

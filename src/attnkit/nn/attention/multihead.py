@@ -88,6 +88,21 @@ class MultiHeadAttention(nn.Module):
 
     ``returns_weights`` says whether ``need_weights=True`` is supported (the
     analysis tools skip modules that cannot return weights).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import MultiHeadAttention
+        >>> attention = MultiHeadAttention(d_model=32, num_heads=4)
+        >>> x, memory = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+        >>> out, weights = attention(x, need_weights=True)  # self-attention
+        >>> tuple(out.shape), tuple(weights.shape)
+        ((2, 5, 32), (2, 4, 5, 5))
+        >>> out, _ = attention(x, memory, memory)  # cross-attention
+        >>> tuple(out.shape)
+        (2, 5, 32)
+        >>> multi_query = MultiHeadAttention(32, num_heads=4, num_kv_heads=1)
+        >>> tuple(multi_query(x, is_causal=True)[0].shape)
+        (2, 5, 32)
     """
 
     returns_weights = True

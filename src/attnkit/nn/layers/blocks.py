@@ -69,6 +69,16 @@ class TransformerEncoderLayer(nn.Module):
         attention_dropout: dropout on attention weights (default ``dropout``).
         bias: biases in projections and norms.
         self_attention, feed_forward: injected modules replacing the defaults.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import TransformerEncoderLayer
+        >>> layer = TransformerEncoderLayer(d_model=32, num_heads=4, d_ff=64, norm_first=True)
+        >>> x = torch.randn(2, 6, 32)
+        >>> mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])[:, None, None, :]
+        >>> out, weights = layer(x, mask, need_weights=True)
+        >>> tuple(out.shape), tuple(weights.shape)
+        ((2, 6, 32), (2, 4, 6, 6))
     """
 
     def __init__(
@@ -161,6 +171,15 @@ class TransformerDecoderLayer(nn.Module):
 
     ``(B, T, D)`` with memory ``(B, S, D)`` -> ``(B, T, D)``. Arguments as for
     :class:`TransformerEncoderLayer`, plus an injectable ``cross_attention``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import TransformerDecoderLayer
+        >>> layer = TransformerDecoderLayer(d_model=32, num_heads=4, d_ff=64)
+        >>> target, memory = torch.randn(2, 5, 32), torch.randn(2, 7, 32)
+        >>> out, (self_w, cross_w) = layer(target, memory, is_causal=True, need_weights=True)
+        >>> tuple(out.shape), tuple(self_w.shape), tuple(cross_w.shape)
+        ((2, 5, 32), (2, 4, 5, 5), (2, 4, 5, 7))
     """
 
     def __init__(

@@ -52,6 +52,15 @@ class RotaryEmbedding(nn.Module):
     ``offset, offset + 1, ...`` (``offset`` = tokens already in a KV cache);
     ``positions (B, T)`` gives every row its own positions (left-padded
     batches), shared by queries and keys of the same call.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import RotaryEmbedding
+        >>> rotary = RotaryEmbedding(head_dim=8)
+        >>> q, k = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)  # (B, H, T, Dh)
+        >>> q_rotated, k_rotated = rotary(q, k)
+        >>> torch.allclose(q_rotated.norm(dim=-1), q.norm(dim=-1))  # a rotation keeps lengths
+        True
     """
 
     def __init__(

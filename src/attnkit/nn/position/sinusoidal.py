@@ -33,6 +33,14 @@ class PositionalEncoding(nn.Module):
         d_model: embedding width ``D``.
         max_len: longest supported sequence (positions beyond raise).
         dropout: dropout applied after adding positions (the paper's P_drop).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import PositionalEncoding
+        >>> positions = PositionalEncoding(d_model=16)
+        >>> out = positions(torch.zeros(1, 4, 16))  # (B, T, D)
+        >>> tuple(out.shape), out[0, 0, :4].tolist()  # position 0: sin 0, cos 0, ...
+        ((1, 4, 16), [0.0, 1.0, 0.0, 1.0])
     """
 
     def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0) -> None:
