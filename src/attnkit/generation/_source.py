@@ -8,13 +8,14 @@ same way, check ``start``'s arguments the same way and begin every row from
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
 from torch import Tensor
 
 
-class SourceAdapter:
+class SourceAdapter(ABC):
     """Base of the source-holding adapters: ``model``, ``src (B, S)``, ``batch_size``, ``device``.
 
     Subclasses implement ``step(state, tokens (N, t)) -> (N, V)`` logits.
@@ -35,8 +36,9 @@ class SourceAdapter:
     def device(self) -> torch.device:
         return self.src.device
 
+    @abstractmethod
     def step(self, state: Any, tokens: Tensor) -> Tensor:
-        raise NotImplementedError
+        """Next-token logits ``(N, V)`` after feeding ``tokens (N, t)``."""
 
     @staticmethod
     def _check_start(num_beams: int, max_new_tokens: int, bos_id: int | None) -> int:
