@@ -39,6 +39,12 @@ class AttentionBackend:
     ``fn(query, key, value, *, mask, bias, causal, dropout_p, scale,
     need_weights) -> (output, weights | None)``; see ``attnkit.functional.backends``
     for the exact contract.
+
+    Example:
+        >>> from attnkit.functional import available_backends
+        >>> math = available_backends()["math"]  # an AttentionBackend
+        >>> math.name, math.returns_weights
+        ('math', True)
     """
 
     name: str
@@ -53,14 +59,30 @@ _BACKENDS: dict[str, AttentionBackend] = {}
 def register_backend(
     name: str, fn: BackendFn, *, returns_weights: bool = False, description: str = ""
 ) -> None:
-    """Add (or replace) a backend selectable with ``backend=name``."""
+    """Add (or replace) a backend selectable with ``backend=name``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.functional import available_backends, register_backend
+        >>> from attnkit.functional import scaled_dot_product_attention
+        >>> register_backend("doc_math", available_backends()["math"].fn, returns_weights=True)
+        >>> q = torch.randn(1, 1, 3, 4)
+        >>> tuple(scaled_dot_product_attention(q, q, q, backend="doc_math")[0].shape)
+        (1, 1, 3, 4)
+    """
     if name == "auto":
         raise ValueError("'auto' is reserved for automatic backend selection")
     _BACKENDS[name] = AttentionBackend(name, fn, returns_weights, description)
 
 
 def available_backends() -> dict[str, AttentionBackend]:
-    """Registered backends by name (``"auto"`` is not one: it picks among them)."""
+    """Registered backends by name (``"auto"`` is not one: it picks among them).
+
+    Example:
+        >>> from attnkit.functional import available_backends
+        >>> {"math", "chunked"} <= set(available_backends())
+        True
+    """
     return dict(_BACKENDS)
 
 
@@ -285,6 +307,14 @@ def attention_weights(
     (B, Hkv, Tk, D)``. Returns ``(B, H, Tq, Tk)`` in float32 for float16/bfloat16
     inputs (else the input dtype); masked keys have weight 0 and a row with no
     visible key is all zeros.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.functional import attention_weights
+        >>> mask = torch.tensor([True, True, False])  # the third key is padding
+        >>> weights = attention_weights(torch.randn(1, 1, 2, 4), torch.randn(1, 1, 3, 4), mask)
+        >>> tuple(weights.shape), weights[0, 0, :, 2].tolist()
+        ((1, 1, 2, 3), [0.0, 0.0])
     """
     _check_qkv(query, key, key)
     attn_mask, attn_bias = _check_mask_and_bias(attn_mask, attn_bias, query, key)

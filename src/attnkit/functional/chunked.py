@@ -226,6 +226,16 @@ def chunked_attention(
 
     Shapes as for every backend: query ``(B, H, Tq, D)``, key ``(B, Hkv, Tk, D)``,
     value ``(B, Hkv, Tk, Dv)`` -> output ``(B, H, Tq, Dv)``. Cannot return weights.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.functional import chunked_attention, scaled_dot_product_attention
+        >>> q = torch.randn(1, 2, 5, 4)  # (B, H, T, D)
+        >>> out, _ = chunked_attention(q, q, q, mask=None, bias=None, causal=None, dropout_p=0.0,
+        ...                            scale=0.5, block_q=2, block_k=2)
+        >>> reference, _ = scaled_dot_product_attention(q, q, q, scale=0.5)
+        >>> tuple(out.shape), torch.allclose(out, reference, atol=1e-6)
+        ((1, 2, 5, 4), True)
     """
     del need_weights  # the dispatcher never routes weight requests here
     n_rep = query.size(1) // key.size(1)

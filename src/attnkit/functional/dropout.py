@@ -21,6 +21,15 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)``.
 
     Any shape; identity when ``training`` is false or ``p == 0``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.functional import dropout
+        >>> dropout(torch.ones(2, 3), p=0.5, training=False).tolist()  # identity at eval
+        [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+        >>> _ = torch.manual_seed(0)
+        >>> sorted(set(dropout(torch.ones(100), p=0.5).tolist()))  # kept ones scaled by 2
+        [0.0, 2.0]
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability must be in [0, 1]; got {p}")

@@ -52,6 +52,12 @@ def positions_from_mask(attention_mask: Tensor) -> Tensor:
 
     ``attention_mask (B, T)`` is bool or 0/1, true at real tokens. Pads get 0.
     With left padding, a prompt gets the positions it would have alone.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.functional import positions_from_mask
+        >>> positions_from_mask(torch.tensor([[0, 1, 1], [1, 1, 1]])).tolist()  # left padding
+        [[0, 0, 1], [0, 1, 2]]
     """
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
@@ -103,6 +109,11 @@ def create_sliding_window_mask(
     Causal windows see the ``window`` most recent keys including their own
     position; symmetric windows (``causal=False``) see ``window`` keys on each
     side. Returns bool ``(1, 1, Tq, Tk)``.
+
+    Example:
+        >>> from attnkit.functional import create_sliding_window_mask
+        >>> create_sliding_window_mask(4, window=2)[0, 0].int().tolist()  # own and previous key
+        [[1, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]]
     """
     if window < 1:
         raise ValueError(f"window must be >= 1; got {window}")
@@ -226,6 +237,13 @@ def mask_to_additive(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor
 
     Uses ``torch.finfo(dtype).min`` rather than ``-inf`` or ``-1e9`` so that the
     result is finite in every dtype (``-1e9`` overflows float16).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.functional import mask_to_additive
+        >>> additive = mask_to_additive(torch.tensor([True, False]))
+        >>> additive[0].item(), additive[1].item() == torch.finfo(torch.float32).min
+        (0.0, True)
     """
     if mask.dtype != torch.bool:
         raise ValueError(f"mask must be bool; got {mask.dtype}")

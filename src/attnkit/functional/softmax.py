@@ -21,10 +21,11 @@ def masked_softmax(scores: Tensor, mask: Tensor | None = None, dim: int = -1) ->
         Weights in the compute dtype: masked entries exactly 0, and a row with
         no visible entry all zeros (no NaN).
 
-    Example::
-
-        masked_softmax(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([True, True, False]))
-        # tensor([0.2689, 0.7311, 0.0000])
+    Example:
+        >>> import torch
+        >>> from attnkit.functional import masked_softmax
+        >>> masked_softmax(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([True, True, False]))
+        tensor([0.2689, 0.7311, 0.0000])
     """
     scores = scores.to(compute_dtype(scores.dtype))
     if mask is None:

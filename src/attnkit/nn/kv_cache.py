@@ -18,6 +18,15 @@ class KVCache:
     """Growing self-attention cache, preallocated to ``max_len`` positions.
 
     Buffers have shape ``(B, Hkv, max_len, Dh)``; ``length`` positions are filled.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import KVCache
+        >>> cache = KVCache(batch_size=1, num_kv_heads=2, max_len=10, head_dim=4)
+        >>> _ = cache.update(torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4))  # a 3-token prompt
+        >>> keys, values = cache.update(torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4))  # 1 step
+        >>> tuple(keys.shape), cache.length
+        ((1, 2, 4, 4), 4)
     """
 
     static = False
@@ -80,7 +89,16 @@ class KVCache:
 
 
 class StaticKVCache:
-    """Cross-attention cache: keys/values of the encoder memory, computed once."""
+    """Cross-attention cache: keys/values of the encoder memory, computed once.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import StaticKVCache
+        >>> cache = StaticKVCache()
+        >>> _ = cache.update(torch.randn(1, 2, 7, 4), torch.randn(1, 2, 7, 4))  # encoder memory
+        >>> cache.ready, cache.length
+        (True, 7)
+    """
 
     static = True
 
@@ -115,6 +133,14 @@ class KVCacheStack:
 
     ``length`` = positions cached so far; ``reorder`` selects batch rows in
     every layer (beam search).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import KVCache, KVCacheStack
+        >>> stack = KVCacheStack([KVCache(1, 2, 10, 4) for _ in range(3)])  # 3 layers
+        >>> _ = stack[0].update(torch.randn(1, 2, 2, 4), torch.randn(1, 2, 2, 4))
+        >>> len(stack), stack.length
+        (3, 2)
     """
 
     def __init__(self, layers: list[KVCache]) -> None:

@@ -250,6 +250,15 @@ class DenseGraphAttentionLayer(GraphAttentionLayer):
     ``N x N`` pairs, masked where ``adj`` is False. Memory ``O(H N^2)``: for teaching and
     small graphs. ``adj[i, j]`` True = node ``i`` attends to node ``j`` (edge ``j -> i``);
     see :func:`edge_index_to_adjacency`. With ``add_self_loops`` the diagonal is set.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import DenseGraphAttentionLayer
+        >>> adj = torch.tensor([[1, 1, 0], [0, 1, 0], [0, 0, 1]]).bool()  # 0 attends to 1
+        >>> layer = DenseGraphAttentionLayer(4, 8, heads=2)
+        >>> out, weights = layer(torch.randn(3, 4), adj, need_weights=True)
+        >>> tuple(out.shape), tuple(weights.shape), weights[:, 0, 2].tolist()  # no edge: weight 0
+        ((3, 16), (2, 3, 3), [0.0, 0.0])
     """
 
     def forward(  # type: ignore[override]

@@ -93,6 +93,13 @@ class LinearAttention(KernelAttention):
     """Linear attention (Katharopoulos et al. 2020): ``phi(x) = elu(x) + 1``.
 
     Args: as :class:`MultiHeadAttention`, plus ``chunk_size`` of the causal prefix sums.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import LinearAttention
+        >>> out, _ = LinearAttention(d_model=16, num_heads=2)(torch.randn(2, 5, 16), is_causal=True)
+        >>> tuple(out.shape)
+        (2, 5, 16)
     """
 
     def features(self, query: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
@@ -106,6 +113,14 @@ class PerformerAttention(KernelAttention):
     Args: as :class:`MultiHeadAttention`, plus ``num_features`` (``m``; the error
     falls as it grows) and ``chunk_size``. :meth:`redraw_features` draws new
     directions (e.g. every few hundred training steps, as the paper does).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import PerformerAttention
+        >>> attention = PerformerAttention(d_model=16, num_heads=2, num_features=32)
+        >>> out, _ = attention(torch.randn(2, 5, 16))
+        >>> tuple(out.shape)
+        (2, 5, 16)
     """
 
     def __init__(

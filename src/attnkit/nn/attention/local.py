@@ -23,6 +23,14 @@ class SlidingWindowAttention(PatternAttention):
     :func:`attnkit.functional.local.sliding_window_attention`: blockwise,
     memory ``O(T * window)``. Decoding with a KV cache, or any other mask,
     uses the dense path with the window as a mask (same numbers).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import SlidingWindowAttention
+        >>> attention = SlidingWindowAttention(d_model=16, num_heads=2, window=2)
+        >>> out, weights = attention(torch.randn(2, 6, 16), is_causal=True, need_weights=True)
+        >>> tuple(out.shape), weights[0, 0, 5, :4].tolist()  # outside the window: 0
+        ((2, 6, 16), [0.0, 0.0, 0.0, 0.0])
     """
 
     def __init__(

@@ -30,6 +30,14 @@ class LSHAttention(MultiHeadAttention):
     Decoding with a KV cache attends to every cached key (shared-QK attention
     without buckets: what LSH computes when every key shares the query's
     bucket and chunk).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import LSHAttention
+        >>> attention = LSHAttention(d_model=16, num_heads=2, num_buckets=4, chunk_size=4).eval()
+        >>> out, _ = attention(torch.randn(1, 8, 16))
+        >>> tuple(out.shape)
+        (1, 8, 16)
     """
 
     returns_weights = False

@@ -25,6 +25,14 @@ class QueryKeyTransform(Protocol):
     ``query (B, H, Tq, Dh)`` and ``key (B, Hkv, Tk, Dh)`` hold positions
     ``offset, offset + 1, ...``, or per row ``positions (B, Tq)`` when given
     (left-padded batches); returns the transformed pair.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import QueryKeyTransform, RotaryEmbedding
+        >>> transform: QueryKeyTransform = RotaryEmbedding(8)
+        >>> q, k = transform(torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8), offset=0)
+        >>> tuple(q.shape), tuple(k.shape)
+        ((1, 2, 3, 8), (1, 2, 3, 8))
     """
 
     def __call__(
@@ -38,6 +46,12 @@ class ScoreBias(Protocol):
     Queries sit at positions ``offset .. offset + query_len - 1`` and keys at
     ``0 .. key_len - 1``; returns a float tensor broadcastable to
     ``(B, H, query_len, key_len)``.
+
+    Example:
+        >>> from attnkit.nn import ALiBi, ScoreBias
+        >>> bias: ScoreBias = ALiBi(num_heads=2)
+        >>> tuple(bias(1, 4, offset=3).shape)  # one new query after 3 cached keys
+        (1, 2, 1, 4)
     """
 
     def __call__(self, query_len: int, key_len: int, *, offset: int) -> Tensor: ...

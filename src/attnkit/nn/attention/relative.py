@@ -48,6 +48,14 @@ class RelativePositionAttention(MultiHeadAttention):
     Same call as :class:`MultiHeadAttention` (self-attention; the KV cache
     keeps keys at positions ``0 .. length - 1`` and new queries after them).
     It always runs the explicit formula, so weights are available at no cost.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import RelativePositionAttention
+        >>> attention = RelativePositionAttention(d_model=16, num_heads=2, max_relative_position=4)
+        >>> out, weights = attention(torch.randn(2, 5, 16), need_weights=True)
+        >>> tuple(out.shape), tuple(weights.shape)
+        ((2, 5, 16), (2, 2, 5, 5))
     """
 
     def __init__(

@@ -21,6 +21,14 @@ class ScaledDotProductAttention(nn.Module):
         backend: defaults to ``"math"``, which can return weights; with
             ``need_weights=False`` any backend (e.g. ``"fused"``) may be used.
         need_weights: return the weights (else ``None`` in their place).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import ScaledDotProductAttention
+        >>> q, k, v = torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 6)
+        >>> out, weights = ScaledDotProductAttention()(q, k, v)  # single head
+        >>> tuple(out.shape), tuple(weights.shape), torch.allclose(weights.sum(-1), torch.ones(1))
+        ((2, 3, 6), (2, 3, 5), True)
     """
 
     def __init__(

@@ -42,6 +42,14 @@ class BlockSparseAttention(PatternAttention):
     :func:`attnkit.functional.block_sparse.block_sparse_attention`; decoding
     with a cache or asking for weights uses the dense path with the
     equivalent mask (same numbers).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import BlockSparseAttention
+        >>> attention = BlockSparseAttention(16, num_heads=2, pattern="sliding", block_size=2)
+        >>> out, _ = attention(torch.randn(1, 8, 16))  # 4 blocks of 2 positions
+        >>> tuple(out.shape)
+        (1, 8, 16)
     """
 
     def __init__(

@@ -143,14 +143,33 @@ class TransformerEncoderLayer(nn.Module):
 
 @dataclass
 class DecoderLayerCache:
-    """Caches of one decoder layer: growing self-attention, static cross-attention."""
+    """Caches of one decoder layer: growing self-attention, static cross-attention.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import TransformerDecoder, TransformerDecoderLayer
+        >>> decoder = TransformerDecoder(TransformerDecoderLayer(16, 2, 32), num_layers=1)
+        >>> layer_cache = decoder.new_cache(2, max_len=5, like=torch.zeros(1)).layers[0]
+        >>> type(layer_cache.self_attn).__name__, type(layer_cache.cross_attn).__name__
+        ('KVCache', 'StaticKVCache')
+    """
 
     self_attn: KVCache
     cross_attn: StaticKVCache
 
 
 class DecoderCache:
-    """Per-layer caches of a decoder stack; ``length`` = positions decoded so far."""
+    """Per-layer caches of a decoder stack; ``length`` = positions decoded so far.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import TransformerDecoder, TransformerDecoderLayer
+        >>> decoder = TransformerDecoder(TransformerDecoderLayer(16, 2, 32), num_layers=2)
+        >>> cache = decoder.new_cache(2, max_len=5, like=torch.zeros(1))  # a DecoderCache
+        >>> _ = decoder(torch.randn(2, 1, 16), torch.randn(2, 3, 16), cache=cache, is_causal=True)
+        >>> len(cache.layers), cache.length
+        (2, 1)
+    """
 
     def __init__(self, layers: list[DecoderLayerCache]) -> None:
         self.layers = layers
@@ -272,6 +291,13 @@ class TransformerEncoder(nn.Module):
 
     ``TransformerEncoder([layer, ...], norm=None)`` or, as in torch,
     ``TransformerEncoder(layer, num_layers, norm=None)`` (deep copies).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import TransformerEncoder, TransformerEncoderLayer
+        >>> encoder = TransformerEncoder(TransformerEncoderLayer(16, 2, 32), num_layers=2)
+        >>> tuple(encoder(torch.randn(2, 5, 16)).shape)
+        (2, 5, 16)
     """
 
     def __init__(
@@ -301,7 +327,16 @@ class TransformerEncoder(nn.Module):
 
 
 class TransformerDecoder(nn.Module):
-    """A stack of decoder layers with an optional final norm, and its cache factory."""
+    """A stack of decoder layers with an optional final norm, and its cache factory.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import TransformerDecoder, TransformerDecoderLayer
+        >>> decoder = TransformerDecoder(TransformerDecoderLayer(16, 2, 32), num_layers=2)
+        >>> out = decoder(torch.randn(2, 5, 16), torch.randn(2, 7, 16), is_causal=True)
+        >>> tuple(out.shape)
+        (2, 5, 16)
+    """
 
     def __init__(
         self,

@@ -35,6 +35,13 @@ class FeedForward(nn.Module):
         activation: ``"relu"`` (the paper), ``"gelu"``, ``"gelu_tanh"``, ``"silu"``,
             ``"swiglu"``, ``"geglu"`` or ``"geglu_tanh"``.
         bias: learn biases in the linear layers.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import FeedForward
+        >>> ffn = FeedForward(d_model=8, d_ff=32, activation="swiglu")
+        >>> tuple(ffn(torch.randn(2, 5, 8)).shape)  # each position on its own
+        (2, 5, 8)
     """
 
     def __init__(

@@ -14,6 +14,13 @@ class RMSNorm(nn.Module):
 
     ``y = x / sqrt(mean(x^2) + eps) * weight`` over the last dim, computed in
     float32 for low-precision inputs. Shapes: ``(..., D) -> (..., D)``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import RMSNorm
+        >>> y = RMSNorm(4)(torch.tensor([[2.0, -2.0, 2.0, -2.0]]))  # rms 2 -> unit scale
+        >>> tuple(y.shape), [round(v, 4) for v in y[0].tolist()]
+        ((1, 4), [1.0, -1.0, 1.0, -1.0])
     """
 
     def __init__(self, d_model: int, eps: float = 1e-6) -> None:
@@ -31,7 +38,13 @@ class RMSNorm(nn.Module):
 
 
 def make_norm(kind: str, d_model: int, eps: float = 1e-5, *, bias: bool = True) -> nn.Module:
-    """``"layernorm"`` -> :class:`torch.nn.LayerNorm`, ``"rmsnorm"`` -> :class:`RMSNorm`."""
+    """``"layernorm"`` -> :class:`torch.nn.LayerNorm`, ``"rmsnorm"`` -> :class:`RMSNorm`.
+
+    Example:
+        >>> from attnkit.nn import make_norm
+        >>> type(make_norm("rmsnorm", 8)).__name__, type(make_norm("layernorm", 8)).__name__
+        ('RMSNorm', 'LayerNorm')
+    """
     if kind == "layernorm":
         return nn.LayerNorm(d_model, eps=eps, bias=bias)
     if kind == "rmsnorm":

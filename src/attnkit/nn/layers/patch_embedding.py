@@ -13,6 +13,14 @@ class PatchEmbedding(nn.Module):
     Returns ``(B, (H / P) * (W / P), D)`` tokens in row-major patch order; a
     convolution with kernel and stride ``P`` is the same as flattening each
     patch and applying one shared linear layer.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import PatchEmbedding
+        >>> embed = PatchEmbedding(patch_size=4, in_channels=3, d_model=32)
+        >>> tokens = embed(torch.randn(2, 3, 16, 16))  # (B, C, H, W) images
+        >>> tuple(tokens.shape)  # (16 / 4) * (16 / 4) = 16 patches
+        (2, 16, 32)
     """
 
     def __init__(self, patch_size: int, in_channels: int, d_model: int) -> None:

@@ -47,6 +47,12 @@ class ALiBi(nn.Module):
 
     Call: ``bias(query_len, key_len, offset=0)`` with queries at positions
     ``offset .. offset + query_len - 1`` and keys at ``0 .. key_len - 1``.
+
+    Example:
+        >>> from attnkit.nn import ALiBi
+        >>> bias = ALiBi(num_heads=2)(3, 3)  # (1, H, Tq, Tk)
+        >>> tuple(bias.shape), bias[0, 0, 2].tolist()  # head 0, slope 1/16: farther keys lower
+        ((1, 2, 3, 3), [-0.125, -0.0625, -0.0])
     """
 
     def __init__(self, num_heads: int, *, causal: bool = True) -> None:

@@ -13,7 +13,16 @@ __all__ = ["LearnedPositionalEncoding", "interpolate_grid_positions"]
 
 
 class LearnedPositionalEncoding(nn.Module):
-    """Adds a trainable ``(max_len, D)`` table to ``(B, T, D)`` embeddings, then dropout."""
+    """Adds a trainable ``(max_len, D)`` table to ``(B, T, D)`` embeddings, then dropout.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import LearnedPositionalEncoding
+        >>> encoding = LearnedPositionalEncoding(d_model=8, max_len=16)
+        >>> step = encoding(torch.zeros(2, 1, 8), offset=5)  # position 5 only
+        >>> tuple(encoding(torch.zeros(2, 5, 8)).shape), tuple(step.shape)
+        ((2, 5, 8), (2, 1, 8))
+    """
 
     def __init__(self, d_model: int, max_len: int = 512, dropout: float = 0.0) -> None:
         super().__init__()
@@ -66,6 +75,13 @@ def interpolate_grid_positions(
     The table is viewed as an image with ``D`` channels and resized bicubically
     (as ViT fine-tuning at a higher resolution does); the same grid is
     returned unchanged.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.nn import interpolate_grid_positions
+        >>> table = torch.randn(4, 8)  # a 2 x 2 patch grid, D = 8
+        >>> tuple(interpolate_grid_positions(table, (2, 2), (3, 3)).shape)
+        (9, 8)
     """
     if old_grid == new_grid:
         return table

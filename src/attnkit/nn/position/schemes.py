@@ -42,7 +42,15 @@ _OPTIONS = {
 
 @dataclass
 class PositionScheme:
-    """The parts of one stack's positional scheme (see the module docstring)."""
+    """The parts of one stack's positional scheme (see the module docstring).
+
+    Example:
+        >>> from attnkit.nn import position_scheme
+        >>> sizes = dict(d_model=16, num_heads=2, head_dim=8, max_len=32, causal=True)
+        >>> scheme = position_scheme("alibi", **sizes)
+        >>> scheme.kind, scheme.absolute, type(scheme.score_bias).__name__
+        ('alibi', None, 'ALiBi')
+    """
 
     kind: str
     absolute: nn.Module | None = None
@@ -70,6 +78,13 @@ def position_scheme(
         causal: a decoder stack (ALiBi one-sided, T5 buckets for the past only).
         options: kind-specific settings: rotary ``base``, ``scaling``,
             ``factor``; t5 ``num_buckets``, ``max_distance``.
+
+    Example:
+        >>> from attnkit.nn import position_scheme
+        >>> sizes = dict(d_model=16, num_heads=2, head_dim=8, max_len=32, causal=True)
+        >>> scheme = position_scheme("rotary", **sizes)
+        >>> type(scheme.rotary).__name__, scheme.score_bias
+        ('RotaryEmbedding', None)
     """
     options = dict(options or {})
     if kind not in POSITIONAL_KINDS:

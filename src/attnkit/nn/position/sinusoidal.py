@@ -14,7 +14,14 @@ __all__ = ["PositionalEncoding", "sinusoidal_table"]
 
 
 def sinusoidal_table(length: int, d_model: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """``(length, d_model)``: PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(...)."""
+    """``(length, d_model)``: PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(...).
+
+    Example:
+        >>> from attnkit.nn import sinusoidal_table
+        >>> table = sinusoidal_table(4, 6)
+        >>> tuple(table.shape), table[0].tolist()  # position 0: sin 0 = 0, cos 0 = 1
+        ((4, 6), [0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    """
     position = torch.arange(length, dtype=torch.float64)[:, None]
     inv_freq = torch.exp(
         torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model)

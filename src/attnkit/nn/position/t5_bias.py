@@ -51,6 +51,12 @@ class T5RelativePositionBias(nn.Module):
 
     Call: ``bias(query_len, key_len, offset=0)`` with queries at positions
     ``offset .. offset + query_len - 1`` and keys at ``0 .. key_len - 1``.
+
+    Example:
+        >>> from attnkit.nn import T5RelativePositionBias
+        >>> bias = T5RelativePositionBias(num_heads=2, num_buckets=8, max_distance=16)
+        >>> tuple(bias(3, 4).shape)  # (1, H, Tq, Tk)
+        (1, 2, 3, 4)
     """
 
     def __init__(
