@@ -118,7 +118,15 @@ def layer_index(name: str) -> int:
 
 
 def attention_modules(model: nn.Module) -> list[tuple[str, MultiHeadAttention]]:
-    """Every attnkit attention module of ``model`` with its path, in registration order."""
+    """Every attnkit attention module of ``model`` with its path, in registration order.
+
+    Example:
+        >>> from attnkit.analysis import attention_modules
+        >>> from attnkit.models import BiLSTMAttentionTagger, BiLSTMConfig
+        >>> tagger = BiLSTMAttentionTagger(BiLSTMConfig(vocab_size=20, embed_dim=8, hidden_size=4))
+        >>> [name for name, _ in attention_modules(tagger)]
+        ['attention']
+    """
     return [
         (name, module)
         for name, module in model.named_modules()

@@ -32,6 +32,13 @@ class HeadScores:
     Attributes:
         names: module paths, in model order.
         scores: per module ``(H,)`` (modules may differ in head count after pruning).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import HeadScores
+        >>> scores = HeadScores(["l0", "l1"], [torch.tensor([1.0, 2.0]), torch.tensor([3.0])])
+        >>> scores.as_matrix().tolist()  # l1 lost a head to pruning: NaN
+        [[1.0, 2.0], [3.0, nan]]
     """
 
     names: list[str]

@@ -19,7 +19,14 @@ __all__ = ["attention_flow", "attention_rollout", "residual_attention"]
 
 
 def residual_attention(weights: Tensor, head_fusion: str = "mean", residual: bool = True) -> Tensor:
-    """One layer's ``(B, H, T, T)`` weights fused over heads, with the residual: ``(B, T, T)``."""
+    """One layer's ``(B, H, T, T)`` weights fused over heads, with the residual: ``(B, T, T)``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import residual_attention
+        >>> residual_attention(torch.full((1, 2, 2, 2), 0.5)).tolist()  # 0.5 * A + 0.5 * I
+        [[[0.75, 0.25], [0.25, 0.75]]]
+    """
     if weights.dim() != 4 or weights.size(-1) != weights.size(-2):
         raise ValueError(
             f"self-attention weights must have shape (B, H, T, T); got {tuple(weights.shape)}"
@@ -82,6 +89,13 @@ def attention_flow(
     Nodes are (layer, position); an edge from position ``i`` in layer ``l + 1``
     to position ``j`` in layer ``l`` has capacity ``A~_l[i, j]``. Exact max flow
     costs ``T^2`` flow problems per example: meant for short inputs.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import attention_flow
+        >>> flow = attention_flow([torch.full((1, 2, 2, 2), 0.5)] * 2)  # two layers
+        >>> tuple(flow.shape), [round(v, 4) for v in flow[0, 0].tolist()]
+        ((1, 2, 2), [1.0, 0.5])
     """
     layers = _checked_layers(layers)
     fused = [residual_attention(w.double(), head_fusion, residual) for w in layers]

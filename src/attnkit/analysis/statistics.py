@@ -34,6 +34,13 @@ def attention_entropy(weights: Tensor, query_mask: Tensor | None = None) -> Tens
     """Mean entropy (nats) of each head's attention distributions -> ``(H,)``.
 
     0 means every query attends to one key; ``log(Tk)`` means uniform attention.
+
+    Example:
+        >>> import math, torch
+        >>> from attnkit.analysis import attention_entropy
+        >>> weights = torch.full((1, 2, 3, 4), 0.25)  # (B, H, Tq, Tk), uniform
+        >>> [round(h / math.log(4), 4) for h in attention_entropy(weights).tolist()]
+        [1.0, 1.0]
     """
     _check_weights(weights)
     w = weights.double()
@@ -42,7 +49,16 @@ def attention_entropy(weights: Tensor, query_mask: Tensor | None = None) -> Tens
 
 
 def mean_attention_distance(weights: Tensor, query_mask: Tensor | None = None) -> Tensor:
-    """Mean ``sum_j a_ij |i - j|`` (in tokens) of each head's self-attention -> ``(H,)``."""
+    """Mean ``sum_j a_ij |i - j|`` (in tokens) of each head's self-attention -> ``(H,)``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import mean_attention_distance
+        >>> weights = torch.zeros(1, 1, 3, 3)
+        >>> weights[..., 0] = 1.0  # every query attends to token 0: distances 0, 1, 2
+        >>> mean_attention_distance(weights).tolist()
+        [1.0]
+    """
     _check_weights(weights)
     tq, tk = weights.shape[-2:]
     queries = torch.arange(tk - tq, tk, device=weights.device)[:, None]
@@ -59,6 +75,13 @@ def special_token_attention(
 
     Args:
         special_keys: bool ``(B, Tk)``, True at special tokens ([CLS], [SEP], <s>, ...).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import special_token_attention
+        >>> weights = torch.full((1, 2, 3, 4), 0.25)  # (B, H, Tq, Tk), uniform
+        >>> special_token_attention(weights, torch.tensor([[True, False, False, False]])).tolist()
+        [0.25, 0.25]
     """
     _check_weights(weights)
     expected = (weights.size(0), weights.size(-1))

@@ -61,6 +61,12 @@ def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
     Args:
         logits: ``(N, V)``.
         temperature: > 0; as it tends to 0 sampling tends to greedy decoding.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import apply_temperature
+        >>> apply_temperature(torch.tensor([[2.0, -1.0]]), 0.5).tolist()
+        [[4.0, -2.0]]
     """
     _check_logits(logits)
     check_temperature(temperature)
@@ -72,6 +78,12 @@ def apply_top_k(logits: Tensor, top_k: int) -> Tensor:
 
     Tokens tied with the ``k``-th highest logit are kept too. ``top_k >= V``
     keeps everything.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import apply_top_k
+        >>> apply_top_k(torch.tensor([[1.0, 3.0, 2.0, 0.0]]), 2).tolist()
+        [[-inf, 3.0, 2.0, -inf]]
     """
     _check_logits(logits)
     check_top_k(top_k)
@@ -87,6 +99,13 @@ def apply_top_p(logits: Tensor, top_p: float) -> Tensor:
     Keeps, per row, the smallest set of most likely tokens whose probability
     mass reaches ``top_p`` (always at least the most likely token); the rest
     become ``-inf``. ``top_p = 1`` keeps everything.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import apply_top_p
+        >>> logits = torch.tensor([[0.5, 0.3, 0.2]]).log()  # probabilities 0.5, 0.3, 0.2
+        >>> apply_top_p(logits, 0.7).isfinite().tolist()  # 0.5 + 0.3 reaches 0.7
+        [[True, True, False]]
     """
     _check_logits(logits)
     check_top_p(top_p)
@@ -112,6 +131,13 @@ def apply_repetition_penalty(logits: Tensor, tokens: Tensor, penalty: float) -> 
         logits: ``(N, V)``.
         tokens: ``(N, t)`` integer ids generated so far (``t`` may be 0).
         penalty: > 0; 1.0 changes nothing.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import apply_repetition_penalty
+        >>> logits = torch.tensor([[2.0, -2.0, 1.0]])
+        >>> apply_repetition_penalty(logits, torch.tensor([[0, 1, 0]]), 2.0).tolist()
+        [[1.0, -4.0, 1.0]]
     """
     _check_logits(logits)
     check_repetition_penalty(penalty)

@@ -27,7 +27,13 @@ logger = logging.getLogger(__name__)
 
 
 class CheckpointMismatchError(ValueError):
-    """A checkpoint's weights do not fit the model built from its config."""
+    """A checkpoint's weights do not fit the model built from its config.
+
+    Example:
+        >>> from attnkit.interop import CheckpointMismatchError
+        >>> issubclass(CheckpointMismatchError, ValueError)  # caught by ``except ValueError``
+        True
+    """
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

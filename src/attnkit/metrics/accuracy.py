@@ -40,6 +40,13 @@ def token_accuracy(predictions: Tensor, targets: Tensor, pad_id: int | None = No
             or ``(B, L)`` ids (e.g. generated), right-padded or cut to ``T``.
         targets: ``(B, T)`` ids.
         pad_id: target positions equal to it are not counted (``None``: all are).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.metrics import token_accuracy
+        >>> targets = torch.tensor([[4, 5, 6, 0]])  # 0 is padding
+        >>> token_accuracy(torch.tensor([[4, 5, 9, 9]]), targets, pad_id=0)
+        0.6666666666666666
     """
     predicted, _ = _as_ids(predictions, targets)
     fill = -1 if pad_id is None else pad_id
@@ -62,6 +69,13 @@ def sequence_accuracy(predictions: Tensor, targets: Tensor, pad_id: int) -> floa
             every non-pad target token is the argmax.
         targets: ``(B, T)`` ids padded with ``pad_id``.
         pad_id: the padding id.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.metrics import sequence_accuracy
+        >>> targets = torch.tensor([[4, 5, 0], [6, 7, 8]])  # 0 is padding
+        >>> sequence_accuracy(torch.tensor([[4, 5], [6, 7]]), targets, pad_id=0)
+        0.5
     """
     predicted, from_logits = _as_ids(predictions, targets)
     if targets.size(0) == 0:

@@ -56,6 +56,12 @@ def corpus_bleu(
         ``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0``, and
         ``details`` with ``precisions``, ``counts``, ``totals``, ``bp``, ``sys_len``,
         ``ref_len``.
+
+    Example:
+        >>> from attnkit.metrics import corpus_bleu
+        >>> result = corpus_bleu(["the cat sat on the mat"], ["the cat sat on the mat"])
+        >>> round(result.score, 2), result.signature.startswith("nrefs:1")
+        (100.0, True)
     """
     streams = reference_streams(hypotheses, references)
     metric = BLEU(tokenize=tokenize, lowercase=lowercase, **options)
@@ -88,6 +94,12 @@ def corpus_chrf(
     Returns:
         :class:`MetricResult` with ``score`` in 0-100, the signature, and
         ``details`` with ``char_order``, ``word_order``, ``beta``.
+
+    Example:
+        >>> from attnkit.metrics import corpus_chrf
+        >>> result = corpus_chrf(["a small example"], [["a small example", "one example"]])
+        >>> result.name, result.score, result.details["word_order"]
+        ('chrF2', 100.0, 0)
     """
     streams = reference_streams(hypotheses, references)
     metric = CHRF(word_order=word_order, **options)

@@ -22,6 +22,13 @@ def negative_log_likelihood(
 
     Returns:
         ``(total_nll, total_tokens)``; sum them over batches, then :func:`perplexity`.
+
+    Example:
+        >>> import math, torch
+        >>> from attnkit.metrics import negative_log_likelihood
+        >>> nll, count = negative_log_likelihood(torch.zeros(1, 3, 8), torch.tensor([[1, 2, 0]]), 0)
+        >>> round(nll / math.log(8), 6), count  # uniform over 8 tokens: log(8) each
+        (2.0, 2)
     """
     if logits.dim() != targets.dim() + 1 or logits.shape[:-1] != targets.shape:
         raise ValueError(
@@ -42,6 +49,12 @@ def perplexity(total_nll: float | Tensor, total_tokens: int | Tensor) -> float:
         total_tokens: number of tokens it covers, > 0.
 
     A model that is uniform over ``V`` tokens has perplexity ``V``. Overflow gives ``inf``.
+
+    Example:
+        >>> import math
+        >>> from attnkit.metrics import perplexity
+        >>> round(perplexity(3 * math.log(8), 3), 6)  # three tokens, uniform over 8
+        8.0
     """
     total_nll, total_tokens = float(total_nll), int(total_tokens)
     if total_tokens <= 0:

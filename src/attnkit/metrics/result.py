@@ -20,6 +20,12 @@ class MetricResult:
             with the score.
         details: the score's parts (n-gram precisions, brevity penalty, lengths, ...).
         text: the library's one-line report, signature included; ``str(result)``.
+
+    Example:
+        >>> from attnkit.metrics import corpus_bleu
+        >>> result = corpus_bleu(["a b c d"], ["a b c d"])
+        >>> result.name, round(result.score, 2), str(result) == result.text
+        ('BLEU', 100.0, True)
     """
 
     name: str

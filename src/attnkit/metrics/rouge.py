@@ -38,6 +38,12 @@ def rouge(
 
     Returns:
         ``{rouge_type: mean F1 in 0-100}``.
+
+    Example:
+        >>> from attnkit.metrics import rouge
+        >>> scores = rouge(["the cat sat"], ["the cat sat down"], rouge_types=("rouge1",))
+        >>> {name: round(value, 2) for name, value in scores.items()}  # P = 1, R = 3/4
+        {'rouge1': 85.71}
     """
     per_hypothesis = references_per_hypothesis(hypotheses, references)
     scorer = rouge_scorer.RougeScorer(

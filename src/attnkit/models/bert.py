@@ -115,6 +115,13 @@ class EncoderOutput:
         pooled: ``(B, D)``, ``tanh(W h_[CLS] + b)``; ``None`` without a pooler.
         hidden_states: embeddings and each layer's output, when asked for.
         attentions: per layer ``(B, H, T, T)``, when asked for.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import EncoderOutput
+        >>> out = EncoderOutput(last_hidden_state=torch.zeros(2, 5, 8), pooled=None)
+        >>> tuple(out.last_hidden_state.shape), out.attentions is None
+        ((2, 5, 8), True)
     """
 
     last_hidden_state: Tensor

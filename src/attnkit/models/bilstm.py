@@ -52,6 +52,12 @@ class BiLSTMConfig:
         dropout: on the BiLSTM outputs, between BiLSTM layers and before the classifier.
         embedding_dropout: on the word embeddings.
         attention_dropout: on the tagger's self-attention weights.
+
+    Example:
+        >>> from attnkit.models import BiLSTMConfig
+        >>> config = BiLSTMConfig(vocab_size=20, embed_dim=8, hidden_size=4, num_labels=3)
+        >>> config.output_size, config.to_dict()["num_labels"]
+        (8, 3)
     """
 
     vocab_size: int
@@ -122,6 +128,15 @@ class BiLSTMEncoder(nn.Module):
 
     ``input_ids (B, T)`` and a right-padded ``mask (B, T)`` -> states ``(B, T, 2 * hidden)``,
     exactly zero at padded positions.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import BiLSTMConfig, BiLSTMEncoder
+        >>> encoder = BiLSTMEncoder(BiLSTMConfig(vocab_size=20, embed_dim=8, hidden_size=4)).eval()
+        >>> mask = torch.tensor([[True, True, True], [True, True, False]])
+        >>> states = encoder(torch.tensor([[3, 4, 5], [6, 7, 0]]), mask)
+        >>> tuple(states.shape), states[1, 2].abs().sum().item()  # padding stays zero
+        ((2, 3, 8), 0.0)
     """
 
     def __init__(self, config: BiLSTMConfig) -> None:
@@ -165,6 +180,15 @@ class BiLSTMAttentionClassifier(nn.Module):
     given, ``attentions = [pooling weights (B, 1, 1, T)]`` (one head, one query, in the
     library's ``(B, H, Tq, Tk)`` layout; they are computed anyway, so always returned)
     and ``extra = {"pooling_weights": (B, T), "pooled": (B, 2 * hidden)}``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import BiLSTMAttentionClassifier, BiLSTMConfig
+        >>> config = BiLSTMConfig(vocab_size=20, embed_dim=8, hidden_size=4, num_labels=3)
+        >>> mask = torch.tensor([[True, True, True], [True, False, False]])
+        >>> out = BiLSTMAttentionClassifier(config)(torch.tensor([[3, 4, 5], [6, 0, 0]]), mask)
+        >>> tuple(out.logits.shape), out.extra["pooling_weights"][1, 1:].tolist()
+        ((2, 3), [0.0, 0.0])
     """
 
     def __init__(self, config: BiLSTMConfig) -> None:
@@ -207,6 +231,14 @@ class BiLSTMAttentionTagger(nn.Module):
     ``logits (B, T, num_labels)`` and, when ``labels (B, T)`` are given, the mean
     cross-entropy over real tokens whose label is not ``-100``. With
     ``output_attentions=True``, ``attentions = [(B, H, T, T)]`` (padded keys get 0).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import BiLSTMAttentionTagger, BiLSTMConfig
+        >>> config = BiLSTMConfig(vocab_size=20, embed_dim=8, hidden_size=4, num_labels=5)
+        >>> out = BiLSTMAttentionTagger(config)(torch.tensor([[3, 4, 5]]), output_attentions=True)
+        >>> tuple(out.logits.shape), tuple(out.attentions[0].shape)
+        ((1, 3, 5), (1, 1, 3, 3))
     """
 
     def __init__(self, config: BiLSTMConfig) -> None:

@@ -41,6 +41,12 @@ class FusionConfig:
         bidirectional: patches also cross-attend to the text in every fusion block.
         max_question_len: longest question (learned text positions).
         num_answers: output classes (2: no / yes).
+
+    Example:
+        >>> from attnkit.models import FusionConfig
+        >>> config = FusionConfig(vocab_size=30, image_size=8, patch_size=4, d_model=16)
+        >>> config.num_patches, config.num_answers
+        (4, 2)
     """
 
     vocab_size: int
@@ -95,6 +101,15 @@ class CrossAttentionFusion(nn.Module):
     ``loss`` with ``labels``, ``attentions`` the text-to-image cross-attention
     weights of every fusion block ``(B, H, T, N)`` when asked for, and
     ``extra["image_to_text"]`` ``(fusion_layers, B, H, N, T)`` when bidirectional.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import CrossAttentionFusion, FusionConfig
+        >>> config = FusionConfig(vocab_size=30, image_size=8, patch_size=4, d_model=16, d_ff=32)
+        >>> model = CrossAttentionFusion(config)
+        >>> out = model(torch.rand(2, 1, 8, 8), torch.tensor([[3, 4, 5], [6, 7, 0]]))
+        >>> tuple(out.logits.shape)
+        (2, 2)
     """
 
     def __init__(self, config: FusionConfig) -> None:
@@ -233,5 +248,14 @@ def _fusion_layer(config: FusionConfig) -> TransformerDecoderLayer:
 
 
 def build_fusion(config: FusionConfig) -> CrossAttentionFusion:
-    """The model of ``config`` (the builder every model family has)."""
+    """The model of ``config`` (the builder every model family has).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import FusionConfig, build_fusion
+        >>> model = build_fusion(FusionConfig(vocab_size=30, image_size=8, d_model=16, d_ff=32))
+        >>> out = model(torch.rand(1, 1, 8, 8), torch.tensor([[3, 4]]), output_attentions=True)
+        >>> tuple(out.attentions[0].shape)  # (B, H, T, N): text queries over 2 x 2 patches
+        (1, 4, 2, 4)
+    """
     return CrossAttentionFusion(config)

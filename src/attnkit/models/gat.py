@@ -39,6 +39,12 @@ class GATConfig:
         dropout: on each layer's input features.
         attention_dropout: on the normalised attention weights.
         alpha: LeakyReLU negative slope of the attention scores.
+
+    Example:
+        >>> from attnkit.models import GATConfig
+        >>> config = GATConfig(in_features=10, num_classes=3, hidden_features=4, heads=2)
+        >>> config.in_features, config.num_classes, config.num_layers
+        (10, 3, 2)
     """
 
     in_features: int = 1433

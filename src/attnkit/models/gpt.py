@@ -122,6 +122,13 @@ def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
     ``logits (B, T, V)``, ``labels (B, T)``; positions labelled ``-100`` are
     ignored (the Hugging Face convention).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import causal_lm_loss
+        >>> logits = torch.zeros(1, 4, 10)  # uniform over a vocabulary of 10
+        >>> round(causal_lm_loss(logits, torch.tensor([[1, 2, 3, -100]])).item(), 4)  # log(10)
+        2.3026
     """
     if labels.shape != logits.shape[:2]:
         raise ValueError(

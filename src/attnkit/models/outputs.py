@@ -33,6 +33,13 @@ class ModelOutput:
             when asked for (``num_layers + 1`` tensors, the last after the final norm).
         cache: the KV caches after this call (decoding).
         extra: family-specific outputs (e.g. BERT's ``pooled`` ``(B, D)``).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import ModelOutput
+        >>> out = ModelOutput(logits=torch.zeros(2, 3))
+        >>> tuple(out.logits.shape), out.loss is None, out.attentions is None
+        ((2, 3), True, True)
     """
 
     logits: Tensor

@@ -150,7 +150,14 @@ class Seq2SeqOutput(ModelOutput):
 
 
 def shift_right(labels: Tensor, start_id: int, pad_id: int) -> Tensor:
-    """Decoder inputs from labels: ``[start, y1, ..., y_{T-1}]``, ``-100`` -> ``pad_id``."""
+    """Decoder inputs from labels: ``[start, y1, ..., y_{T-1}]``, ``-100`` -> ``pad_id``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import shift_right
+        >>> shift_right(torch.tensor([[5, 6, 7, -100]]), start_id=0, pad_id=1).tolist()
+        [[0, 5, 6, 7]]
+    """
     shifted = labels.new_full(labels.shape, start_id)
     shifted[:, 1:] = labels[:, :-1]
     return shifted.masked_fill(shifted == IGNORE_INDEX, pad_id)

@@ -20,7 +20,13 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A config file or override that does not fit its schema."""
+    """A config file or override that does not fit its schema.
+
+    Example:
+        >>> from attnkit.recipes import ConfigError
+        >>> issubclass(ConfigError, ValueError)  # caught by ``except ValueError``
+        True
+    """
 
 
 def _type_name(tp: Any) -> str:
