@@ -207,6 +207,14 @@ def as_decoding_model(
     encoder-decoder (``init_decoder_state``/``decode_step``, e.g.
     ``attnkit.models.RNNSeq2Seq``) in a :class:`~attnkit.generation.RNNSeq2SeqAdapter`;
     an encoder-decoder model in an :class:`EncoderDecoderAdapter` over ``src``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import RNNSeq2SeqAdapter, as_decoding_model
+        >>> from attnkit.models import RNNSeq2SeqConfig, build_rnn_seq2seq
+        >>> model = build_rnn_seq2seq(RNNSeq2SeqConfig(20, 30, embedding_dim=8))
+        >>> isinstance(as_decoding_model(model, torch.randint(1, 20, (2, 5))), RNNSeq2SeqAdapter)
+        True
     """
     if isinstance(model, DecodingModel):
         if src is not None or src_mask is not None:

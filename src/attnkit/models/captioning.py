@@ -65,6 +65,12 @@ class CaptioningConfig:
         gate: use the ``beta`` gate (off: ``beta = 1``).
         learned_positions: add a learned embedding to every grid cell.
         pad_id: padding id of inputs and targets (ignored by the loss).
+
+    Example:
+        >>> from attnkit.models import CaptioningConfig
+        >>> config = CaptioningConfig(vocab_size=50, image_size=32, num_pools=2)
+        >>> config.image_size // 2**config.num_pools, config.channels[-1]  # grid side, Df
+        (8, 64)
     """
 
     vocab_size: int
@@ -357,5 +363,14 @@ class ShowAttendTell(nn.Module):
 
 
 def build_show_attend_tell(config: CaptioningConfig) -> ShowAttendTell:
-    """The model of ``config`` (the builder every model family has)."""
+    """The model of ``config`` (the builder every model family has).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import CaptioningConfig, build_show_attend_tell
+        >>> model = build_show_attend_tell(CaptioningConfig(vocab_size=20, image_size=16))
+        >>> words = torch.randint(4, 20, (2, 5))
+        >>> tuple(model(torch.randn(2, 1, 16, 16), words).logits.shape)
+        (2, 5, 20)
+    """
     return ShowAttendTell(config)

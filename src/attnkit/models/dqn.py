@@ -45,6 +45,12 @@ class AttentionQNetworkConfig:
         head_hidden: width of the Q head's hidden layer (0: a single linear layer).
         obs_scale: per-component divisors applied first (observations of very different
             ranges, e.g. CartPole's angle ~0.2 and velocities ~2, made comparable); None: 1.
+
+    Example:
+        >>> from attnkit.models import AttentionQNetworkConfig
+        >>> config = AttentionQNetworkConfig(obs_dim=4, num_actions=2, d_model=16, pooling="mean")
+        >>> config.d_model // config.num_heads, config.pooling
+        (8, 'mean')
     """
 
     obs_dim: int = 4
@@ -87,6 +93,14 @@ class AttentionQNetwork(nn.Module):
     With ``output_attentions=True``, ``attentions`` holds each layer's weights
     ``(B, H, S, S)`` over the ``S`` tokens (``[CLS]`` first when ``pooling="cls"``, then
     the components in observation order); each row sums to 1.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import AttentionQNetwork, AttentionQNetworkConfig
+        >>> net = AttentionQNetwork(AttentionQNetworkConfig(obs_dim=4, num_actions=2, d_model=16))
+        >>> out = net(torch.randn(3, 4), output_attentions=True)  # 3 observations
+        >>> tuple(out.logits.shape), tuple(out.attentions[0].shape)
+        ((3, 2), (3, 2, 4, 4))
     """
 
     def __init__(self, config: AttentionQNetworkConfig) -> None:

@@ -74,6 +74,12 @@ class RNNSeq2SeqConfig:
         tie_output: the output layer reuses the target embedding matrix; the
             attentional vector is then ``E`` wide instead of ``Hd``.
         pad_id: padding id of both vocabularies.
+
+    Example:
+        >>> from attnkit.models import RNNSeq2SeqConfig
+        >>> config = RNNSeq2SeqConfig(src_vocab_size=20, tgt_vocab_size=30, cell="lstm")
+        >>> config.cell, config.attention, config.decoder_hidden_size
+        ('lstm', 'bahdanau', 512)
     """
 
     src_vocab_size: int
@@ -436,5 +442,15 @@ class RNNSeq2Seq(nn.Module):
 
 
 def build_rnn_seq2seq(config: RNNSeq2SeqConfig) -> RNNSeq2Seq:
-    """Build an :class:`RNNSeq2Seq` from its config."""
+    """Build an :class:`RNNSeq2Seq` from its config.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import RNNSeq2SeqConfig, build_rnn_seq2seq
+        >>> config = RNNSeq2SeqConfig(20, 30, embedding_dim=8, encoder_hidden_size=8,
+        ...                           decoder_hidden_size=16)
+        >>> model = build_rnn_seq2seq(config)
+        >>> tuple(model(torch.randint(1, 20, (2, 5)), torch.ones(2, 4).long()).shape)
+        (2, 4, 30)
+    """
     return RNNSeq2Seq.from_config(config)
