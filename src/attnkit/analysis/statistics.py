@@ -39,8 +39,8 @@ def attention_entropy(weights: Tensor, query_mask: Tensor | None = None) -> Tens
         >>> import math, torch
         >>> from attnkit.analysis import attention_entropy
         >>> weights = torch.full((1, 2, 3, 4), 0.25)  # (B, H, Tq, Tk), uniform
-        >>> [round(h / math.log(4), 4) for h in attention_entropy(weights).tolist()]
-        [1.0, 1.0]
+        >>> tuple(round(h / math.log(4), 4) for h in attention_entropy(weights).tolist())
+        (1.0, 1.0)
     """
     _check_weights(weights)
     w = weights.double()

@@ -187,7 +187,8 @@ class BiLSTMAttentionClassifier(nn.Module):
         >>> config = BiLSTMConfig(vocab_size=20, embed_dim=8, hidden_size=4, num_labels=3)
         >>> mask = torch.tensor([[True, True, True], [True, False, False]])
         >>> out = BiLSTMAttentionClassifier(config)(torch.tensor([[3, 4, 5], [6, 0, 0]]), mask)
-        >>> tuple(out.logits.shape), out.extra["pooling_weights"][1, 1:].tolist()
+        >>> pooling = out.extra["pooling_weights"]  # (B, T)
+        >>> tuple(out.logits.shape), pooling[1, 1:].tolist()
         ((2, 3), [0.0, 0.0])
     """
 
