@@ -11,6 +11,8 @@ Padded keys get exactly zero weight.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import Tensor, nn
 
@@ -87,7 +89,55 @@ def _attend(scores: Tensor, values: Tensor, mask: Tensor | None, single: bool):
     return (context.squeeze(1), weights.squeeze(1)) if single else (context, weights)
 
 
-class BahdanauAttention(nn.Module):
+def _additive_scores(query_part: Tensor, projected: Tensor, energy: nn.Linear) -> Tensor:
+    """``v^T tanh(query_part + projected)``: ``(B, Tq, H)``, ``(B, Tk, H)`` -> ``(B, Tq, Tk)``."""
+    hidden = torch.tanh(query_part[:, :, None, :] + projected[:, None, :, :])
+    return energy(hidden).squeeze(-1)
+
+
+class _DecoderStateAttention(nn.Module, ABC):
+    """What Bahdanau and Luong attention share: checks, the precomputed key part,
+    one step or several, the masked softmax. Subclasses give the scores."""
+
+    query_dim: int
+    key_dim: int
+
+    @abstractmethod
+    def project_keys(self, keys: Tensor) -> Tensor:
+        """The step-independent part of the scores: ``(B, Tk, Dk)`` -> ``(B, Tk, P)``."""
+
+    @abstractmethod
+    def _projected_dim(self) -> int:
+        """``P``, the width of :meth:`project_keys`' output."""
+
+    @abstractmethod
+    def _scores(self, steps: Tensor, projected: Tensor) -> Tensor:
+        """Scores ``(B, Tq, Tk)`` of queries ``(B, Tq, Dq)`` against projected keys."""
+
+    def forward(
+        self,
+        query: Tensor,
+        keys: Tensor,
+        values: Tensor | None = None,
+        mask: Tensor | None = None,
+        *,
+        projected_keys: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Context and weights (shapes in the module docstring)."""
+        _check("query", query, (2, 3), self.query_dim)
+        _check_memory(query, keys, values, projected_keys)
+        if projected_keys is None:
+            projected_keys = self.project_keys(keys)  # checks the keys
+        else:
+            _check("keys", keys, (3,), self.key_dim)
+            _check("projected_keys", projected_keys, (3,), self._projected_dim())
+        steps, single = _as_steps(query)
+        scores = self._scores(steps, projected_keys)
+        values = keys if values is None else values
+        return _attend(scores, values, _mask_3d(mask, keys, steps.size(1)), single)
+
+
+class BahdanauAttention(_DecoderStateAttention):
     """Additive attention (Bahdanau, Cho & Bengio 2015): ``v^T tanh(W_q q + W_k k)``.
 
     Args:
@@ -122,30 +172,14 @@ class BahdanauAttention(nn.Module):
         _check("keys", keys, (3,), self.key_dim)
         return self.key_proj(keys)
 
-    def forward(
-        self,
-        query: Tensor,
-        keys: Tensor,
-        values: Tensor | None = None,
-        mask: Tensor | None = None,
-        *,
-        projected_keys: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Context and weights (shapes in the module docstring)."""
-        _check("query", query, (2, 3), self.query_dim)
-        _check_memory(query, keys, values, projected_keys)
-        _check("keys", keys, (3,), self.key_dim)
-        if projected_keys is not None:
-            _check("projected_keys", projected_keys, (3,), self.hidden_dim)
-        projected = self.project_keys(keys) if projected_keys is None else projected_keys
-        steps, single = _as_steps(query)
-        hidden = torch.tanh(self.query_proj(steps)[:, :, None, :] + projected[:, None, :, :])
-        scores = self.energy(hidden).squeeze(-1)  # (B, Tq, Tk)
-        values = keys if values is None else values
-        return _attend(scores, values, _mask_3d(mask, keys, steps.size(1)), single)
+    def _projected_dim(self) -> int:
+        return self.hidden_dim
+
+    def _scores(self, steps: Tensor, projected: Tensor) -> Tensor:
+        return _additive_scores(self.query_proj(steps), projected, self.energy)
 
 
-class LuongAttention(nn.Module):
+class LuongAttention(_DecoderStateAttention):
     """Multiplicative attention (Luong, Pham & Manning 2015).
 
     Scores of a decoder state ``h_t`` and an encoder output ``h_s``:
@@ -194,33 +228,13 @@ class LuongAttention(nn.Module):
             return keys @ self.weight.weight[:, self.query_dim :].T
         return keys
 
-    def forward(
-        self,
-        query: Tensor,
-        keys: Tensor,
-        values: Tensor | None = None,
-        mask: Tensor | None = None,
-        *,
-        projected_keys: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Context and weights (shapes in the module docstring)."""
-        _check("query", query, (2, 3), self.query_dim)
-        _check_memory(query, keys, values, projected_keys)
-        _check("keys", keys, (3,), self.key_dim)
-        if projected_keys is not None:
-            _check("projected_keys", projected_keys, (3,), self._projected_dim())
-        projected = self.project_keys(keys) if projected_keys is None else projected_keys
-        steps, single = _as_steps(query)
+    def _scores(self, steps: Tensor, projected: Tensor) -> Tensor:
         if self.score == "concat":
             query_part = steps @ self.weight.weight[:, : self.query_dim].T
-            hidden = torch.tanh(query_part[:, :, None, :] + projected[:, None, :, :])
-            scores = self.energy(hidden).squeeze(-1)
-        else:
-            # Unbounded dot products overflow fp16 (|q . k| > 65504): score in float32.
-            dtype = compute_dtype(steps.dtype)
-            scores = steps.to(dtype) @ projected.to(dtype).transpose(1, 2)
-        values = keys if values is None else values
-        return _attend(scores, values, _mask_3d(mask, keys, steps.size(1)), single)
+            return _additive_scores(query_part, projected, self.energy)
+        # Unbounded dot products overflow fp16 (|q . k| > 65504): score in float32.
+        dtype = compute_dtype(steps.dtype)
+        return steps.to(dtype) @ projected.to(dtype).transpose(1, 2)
 
     def _projected_dim(self) -> int:
         """Width of :meth:`project_keys`' output."""
