@@ -56,147 +56,6 @@ TUTORIAL_FIGURES = (
     "8_scaling.png",
 )
 
-# The names a learner meets first: each must show an example (a doctest, run below).
-USER_FACING = {
-    "functional": [
-        "scaled_dot_product_attention",
-        "create_padding_mask",
-        "create_causal_mask",
-        "combine_masks",
-        "from_torch_mha_masks",
-        "AttentionBackend",
-        "attention_weights",
-        "available_backends",
-        "chunked_attention",
-        "create_sliding_window_mask",
-        "dropout",
-        "mask_to_additive",
-        "masked_softmax",
-        "positions_from_mask",
-        "register_backend",
-    ],
-    "nn": [
-        "MultiHeadAttention",
-        "BahdanauAttention",
-        "LuongAttention",
-        "AttentionLayer",
-        "GraphAttentionLayer",
-        "build_self_attention",
-        "PositionalEncoding",
-        "RotaryEmbedding",
-        "TransformerEncoderLayer",
-        "TransformerDecoderLayer",
-        "ALiBi",
-        "BlockSparseAttention",
-        "DecoderCache",
-        "DecoderLayerCache",
-        "DenseGraphAttentionLayer",
-        "Dropout",
-        "FeedForward",
-        "KVCache",
-        "KVCacheStack",
-        "LSHAttention",
-        "LearnedPositionalEncoding",
-        "LinearAttention",
-        "PatchEmbedding",
-        "PerformerAttention",
-        "PositionScheme",
-        "PositionwiseFeedForward",
-        "QueryKeyTransform",
-        "RMSNorm",
-        "RelativePositionAttention",
-        "ScaledDotProductAttention",
-        "ScoreBias",
-        "SlidingWindowAttention",
-        "StaticKVCache",
-        "T5RelativePositionBias",
-        "TransformerDecoder",
-        "TransformerEncoder",
-        "interpolate_grid_positions",
-        "make_norm",
-        "position_scheme",
-        "sinusoidal_table",
-    ],
-    "models": [
-        "Transformer",
-        "TransformerConfig",
-        "build_transformer",
-        "GPT",
-        "GPTConfig",
-        "build_gpt",
-        "BertConfig",
-        "BertModel",
-        "BertForMaskedLM",
-        "BertForSequenceClassification",
-        "T5",
-        "T5Config",
-        "ViT",
-        "ViTConfig",
-        "RNNSeq2Seq",
-        "ShowAttendTell",
-        "GAT",
-        "build_gat",
-        "shift_right",
-        "causal_lm_loss",
-        "BiLSTMConfig",
-        "BiLSTMEncoder",
-        "BiLSTMAttentionClassifier",
-        "BiLSTMAttentionTagger",
-        "FusionConfig",
-        "CrossAttentionFusion",
-        "build_fusion",
-        "ModelOutput",
-        "EncoderOutput",
-        "GATConfig",
-        "AttentionQNetwork",
-        "AttentionQNetworkConfig",
-        "RNNSeq2SeqConfig",
-        "build_rnn_seq2seq",
-        "CaptioningConfig",
-        "build_show_attend_tell",
-    ],
-    "generation": [
-        "as_decoding_model",
-        "generate",
-        "greedy_decode",
-        "beam_search",
-        "sample",
-        "apply_temperature",
-        "apply_top_k",
-        "apply_top_p",
-        "apply_repetition_penalty",
-    ],
-    "metrics": [
-        "token_accuracy",
-        "sequence_accuracy",
-        "negative_log_likelihood",
-        "perplexity",
-        "corpus_bleu",
-        "corpus_chrf",
-        "MetricResult",
-        "rouge",
-    ],
-    "train": ["Trainer", "TrainConfig"],
-    "analysis": [
-        "capture_attention",
-        "AttentionAnalyzer",
-        "plot_attention_heatmap",
-        "plot_attention_grid",
-        "attention_rollout",
-        "head_importance",
-        "write_attention_explorer",
-        "attention_entropy",
-        "mean_attention_distance",
-        "special_token_attention",
-        "residual_attention",
-        "attention_flow",
-        "HeadScores",
-        "attention_modules",
-    ],
-    "interop": ["from_pretrained", "save_pretrained", "CheckpointMismatchError"],
-    "recipes": ["load_recipe", "run_recipe", "ConfigError"],
-}
-
 # docs pages whose python blocks run as they are (interop.md, train.md and recipes.md
 # show code that needs a checkpoint directory, a model with its data, a training run).
 RUNNABLE_DOCS_PAGES = (
@@ -259,31 +118,36 @@ def test_every_public_class_and_function_has_a_docstring():
     assert not missing, f"public names without a docstring: {missing}"
 
 
-def test_user_facing_names_show_an_example():
-    missing = []
-    for sub, names in USER_FACING.items():
-        module = importlib.import_module(f"attnkit.{sub}")
-        for name in names:
-            assert name in module.__all__, f"attnkit.{sub}.{name} is not public"
-            doc = own_docstring(getattr(module, name))
-            if not (EXAMPLE_SECTION.search(doc) and ">>>" in doc):
-                missing.append(f"attnkit.{sub}.{name}")
+def documented_objects() -> list[tuple[str, object]]:
+    """``(qualified name, object)`` for every public class and function, each object once."""
+    seen: set[int] = set()
+    found = []
+    for sub, name, obj in public_names():
+        if has_code(obj) and id(obj) not in seen:
+            seen.add(id(obj))
+            found.append((f"attnkit.{sub}.{name}" if sub else f"attnkit.{name}", obj))
+    return found
+
+
+def test_every_public_class_and_function_shows_an_example():
+    missing = [
+        qualified
+        for qualified, obj in documented_objects()
+        if not (EXAMPLE_SECTION.search(own_docstring(obj)) and ">>>" in own_docstring(obj))
+    ]
     assert not missing, f"no 'Example:' section with >>> lines: {missing}"
 
 
 def test_docstring_examples_run(tmp_path, monkeypatch):
-    """Every docstring example of the user-facing names runs and prints what it shows."""
+    """Every public name's docstring example runs and prints what it shows."""
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     finder = doctest.DocTestFinder(recurse=False)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     examples = 0
-    for sub, names in USER_FACING.items():
-        module = importlib.import_module(f"attnkit.{sub}")
-        for name in names:
-            obj = getattr(module, name)
-            for test in finder.find(obj, f"attnkit.{sub}.{name}", globs={}):
-                examples += len(test.examples)
-                runner.run(test)
+    for qualified, obj in documented_objects():
+        for test in finder.find(obj, qualified, globs={}):
+            examples += len(test.examples)
+            runner.run(test)
     result = runner.summarize(verbose=False)
     assert examples > 0
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples failed"

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnkit.train import Callback, ShardedBatchSource, Trainer, read_metrics, seq2seq_loss
+from attnkit.train import (
+    Callback,
+    ShardedBatchSource,
+    Trainer,
+    read_metrics,
+    seq2seq_loss,
+    wrap_model,
+)
 from distributed_worker import PAD, CopySource, equivalence_config, tiny_transformer
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -104,3 +111,8 @@ def test_fsdp_on_gpus_with_nccl(tmp_path):
     nproc = min(2, torch.cuda.device_count())
     result = _launch(tmp_path, "fsdp", "cuda", nproc)
     _check(result, tmp_path, nproc, atol=1e-4)
+
+
+def test_an_unknown_strategy_is_named_even_without_a_process_group():
+    with pytest.raises(ValueError, match="strategy must be 'none', 'ddp' or 'fsdp'; got 'dpp'"):
+        wrap_model(torch.nn.Linear(2, 2), "dpp", torch.device("cpu"))

@@ -50,6 +50,17 @@ class AttentionRecord:
         kind: ``"encoder_self"``, ``"decoder_self"`` or ``"cross"``.
         layer: layer number from the path (0 when it has none).
         weights: ``(B, H, Tq, Tk)``, detached, on the model's device.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import capture_attention
+        >>> from attnkit.models import Transformer
+        >>> model = Transformer(vocab_size=50, d_model=32, num_heads=4, num_layers=2, d_ff=64)
+        >>> with torch.no_grad(), capture_attention(model.eval()) as capture:
+        ...     _ = model(torch.randint(3, 50, (1, 6)), torch.randint(3, 50, (1, 4)))
+        >>> record = capture.of_kind("cross")[1]  # an AttentionRecord
+        >>> record.name, record.kind, record.layer, tuple(record.weights.shape)
+        ('decoder.layers.1.cross_attn', 'cross', 1, (1, 4, 4, 6))
     """
 
     name: str
@@ -60,7 +71,25 @@ class AttentionRecord:
 
 @dataclass
 class AttentionCapture:
-    """What :func:`capture_attention` recorded, in call order."""
+    """What :func:`capture_attention` recorded, in call order.
+
+    Attributes:
+        records: one :class:`AttentionRecord` per call of an attention module.
+        skipped: paths of the modules that return no weights (not recorded).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import capture_attention
+        >>> from attnkit.models import RNNSeq2SeqConfig, build_rnn_seq2seq
+        >>> config = RNNSeq2SeqConfig(20, 30, embedding_dim=8, decoder_hidden_size=16)
+        >>> model = build_rnn_seq2seq(config).eval()
+        >>> with torch.no_grad(), capture_attention(model) as capture:
+        ...     _ = model(torch.randint(1, 20, (2, 5)), torch.randint(1, 30, (2, 3)))
+        >>> len(capture.records), capture.kinds(), capture.skipped  # one record per decoder step
+        (3, ['cross'], [])
+        >>> tuple(capture.stacked("attention").shape)  # (B, 1 head, steps, S)
+        (2, 1, 3, 5)
+    """
 
     records: list[AttentionRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)

@@ -67,6 +67,18 @@ def head_masks(model: nn.Module, masks: Mapping[str, Tensor]) -> Iterator[None]:
     """Pass ``masks[name]`` (``(H,)`` or ``(B, H)``) as the head mask of each named module.
 
     A mask the caller passes as well is multiplied in. Unknown names raise.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import head_masks
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> gpt = GPT(GPTConfig(vocab_size=50, max_len=16, d_model=32, num_heads=4, num_layers=2))
+        >>> ids = torch.randint(0, 50, (1, 8))
+        >>> before = gpt.eval()(ids).logits
+        >>> with head_masks(gpt, {"layers.0.self_attn": torch.tensor([1.0, 0.0, 1.0, 1.0])}):
+        ...     masked = gpt(ids).logits  # head 1 of layer 0 silenced
+        >>> torch.allclose(masked, before), torch.allclose(gpt(ids).logits, before)  # hooks gone
+        (False, True)
     """
     modules = dict(attention_modules(model))
     unknown = sorted(set(masks) - set(modules))
@@ -160,6 +172,18 @@ def head_ablation(
 
     With a loss as the metric, large positive values mark heads the model needs.
     Runs ``1 + total heads`` passes over ``batches`` (materialised once).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import head_ablation
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> gpt = GPT(GPTConfig(vocab_size=50, max_len=16, d_model=32, num_heads=4, num_layers=2))
+        >>> batches = [torch.randint(0, 50, (2, 12)) for _ in range(2)]
+        >>> scores = head_ablation(gpt, batches, lambda model, ids: model(ids, labels=ids).loss)
+        >>> scores.names, tuple(scores.as_matrix().shape)  # loss change per (layer, head)
+        (['layers.0.self_attn', 'layers.1.self_attn'], (2, 4))
+        >>> len(scores.ranked())  # (module, head, change), the most needed head first
+        8
     """
     batches = list(batches)
     if not batches:
@@ -188,6 +212,18 @@ def prune_heads(model: nn.Module, heads: Mapping[str, Iterable[int]]) -> None:
 
     ``prune_heads(model, {"encoder.layers.0.self_attn": [1, 3]})``; head numbers
     are those of the module as it is now.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.analysis import head_masks, prune_heads
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> gpt = GPT(GPTConfig(vocab_size=50, max_len=16, d_model=32, num_heads=4, num_layers=2))
+        >>> ids = torch.randint(0, 50, (1, 8))
+        >>> with head_masks(gpt.eval(), {"layers.0.self_attn": torch.tensor([1.0, 0, 1, 0])}):
+        ...     masked = gpt(ids).logits
+        >>> prune_heads(gpt, {"layers.0.self_attn": [1, 3]})
+        >>> gpt.layers[0].self_attn.num_heads, torch.allclose(gpt(ids).logits, masked, atol=1e-6)
+        (2, True)
     """
     modules = dict(attention_modules(model))
     unknown = sorted(set(heads) - set(modules))

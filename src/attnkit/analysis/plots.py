@@ -183,7 +183,21 @@ def plot_rollout(
     title: str = "attention rollout",
     fmt: str | None = None,
 ) -> Path:
-    """Save a rollout (or flow) map ``(T, T)``: output positions x input tokens."""
+    """Save a rollout (or flow) map ``(T, T)``: output positions x input tokens.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import torch
+        >>> from attnkit.analysis import attention_rollout, plot_rollout
+        >>> layers = [torch.softmax(torch.randn(1, 4, 5, 5), dim=-1) for _ in range(2)]
+        >>> rollout = attention_rollout(layers)[0]  # (T, T) of the first input
+        >>> path = Path(tempfile.mkdtemp()) / "rollout.png"
+        >>> plot_rollout(rollout, path, labels=["the", "cat", "sat", "on", "it"]).suffix
+        '.png'
+        >>> path.is_file(), path.read_bytes()[1:4]  # a PNG file
+        (True, b'PNG')
+    """
     data = _as_numpy(rollout, 2, "rollout must have shape (T, T)")
     _check_labels(labels, data.shape[0], "labels")
     inches = 1 + _CELL_INCHES * data.shape[0]
@@ -199,7 +213,20 @@ def plot_head_scores(
     title: str = "head importance",
     fmt: str | None = None,
 ) -> Path:
-    """Save a layer x head matrix of scores ``(L, H)`` (NaN: no such head), values written in."""
+    """Save a layer x head matrix of scores ``(L, H)`` (NaN: no such head), values written in.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import torch
+        >>> from attnkit.analysis import plot_head_scores
+        >>> scores = torch.tensor([[0.9, 0.1, 0.5], [0.3, float("nan"), 0.7]])  # a pruned head
+        >>> path = Path(tempfile.mkdtemp()) / "heads.svg"  # the suffix picks the format
+        >>> plot_head_scores(scores, path, row_labels=["layer 0", "layer 1"]).suffix, path.is_file()
+        ('.svg', True)
+        >>> "0.90" in path.read_text()  # the values are written into the cells
+        True
+    """
     data = _as_numpy(scores, 2, "scores must have shape (L, H)")
     _check_labels(row_labels, data.shape[0], "row_labels")
     rows, cols = data.shape

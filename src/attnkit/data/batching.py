@@ -29,6 +29,18 @@ class Seq2SeqBatch:
     ``tgt_out[:, t]`` is the token to predict after reading ``tgt_in[:, : t + 1]``.
     ``index (B,)``, when set, holds each row's position in the batcher's example list
     (to put outputs back in corpus order).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.data import Seq2SeqBatch
+        >>> src = torch.tensor([[5, 6, 7], [8, 0, 0]])  # (B, S) = (2, 3), pad_id 0
+        >>> tgt_in = torch.tensor([[1, 9, 10], [1, 11, 0]])  # bos + target
+        >>> tgt_out = torch.tensor([[9, 10, 2], [11, 2, 0]])  # target + eos
+        >>> batch = Seq2SeqBatch(src, tgt_in, tgt_out, pad_id=0)
+        >>> len(batch), batch.num_tokens  # the loss covers 3 + 2 real target tokens
+        (2, 5)
+        >>> tuple(batch.to("cpu").tgt_out.shape)
+        (2, 3)
     """
 
     src: Tensor
@@ -62,6 +74,16 @@ class LMBatch:
     """Language-modelling windows: inputs ``x (B, T)`` and next tokens ``y (B, T)``.
 
     ``y[:, t] == x[:, t + 1]`` for ``t < T - 1``: both are slices of one token stream.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.data import LMBatch
+        >>> stream = torch.arange(10, 19)  # 9 token ids
+        >>> batch = LMBatch(x=stream[:8].view(2, 4), y=stream[1:].view(2, 4))  # (B, T) = (2, 4)
+        >>> batch.x[0].tolist(), batch.y[0].tolist()  # y is x shifted by one
+        ([10, 11, 12, 13], [11, 12, 13, 14])
+        >>> len(batch), batch.num_tokens
+        (2, 8)
     """
 
     x: Tensor
@@ -85,7 +107,21 @@ class LMBatch:
 
 @dataclass
 class ClassificationBatch:
-    """``input_ids (B, L)``, ``attention_mask (B, L)`` bool (True = real token), ``labels (B,)``."""
+    """``input_ids (B, L)``, ``attention_mask (B, L)`` bool (True = real token), ``labels (B,)``.
+
+    ``index (B,)``, when set, holds each row's position in the batcher's example list.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.data import ClassificationBatch
+        >>> ids = torch.tensor([[4, 5, 6], [7, 0, 0]])  # (B, L) = (2, 3), right-padded
+        >>> mask = torch.tensor([[True, True, True], [True, False, False]])
+        >>> batch = ClassificationBatch(ids, mask, labels=torch.tensor([1, 0]))
+        >>> len(batch), batch.num_tokens  # 3 + 1 real tokens
+        (2, 4)
+        >>> batch.to("cpu").labels.tolist()
+        [1, 0]
+    """
 
     input_ids: Tensor
     attention_mask: Tensor
@@ -121,6 +157,13 @@ def pad_sequences(
     """Right-pad id lists to ``(B, L)`` int64, optionally wrapping each in ``prefix``/``suffix``.
 
     ``L`` is the longest sequence (plus the added tokens); an empty batch is an error.
+
+    Example:
+        >>> from attnkit.data import pad_sequences
+        >>> pad_sequences([[5, 6, 7], [8]], pad_id=0).tolist()
+        [[5, 6, 7], [8, 0, 0]]
+        >>> pad_sequences([[5, 6, 7], [8]], pad_id=0, prefix=1, suffix=2).tolist()
+        [[1, 5, 6, 7, 2], [1, 8, 2, 0, 0]]
     """
     if not sequences:
         raise ValueError("cannot pad an empty list of sequences")
@@ -146,7 +189,22 @@ def collate_seq2seq(
     eos_id: int,
     index: Sequence[int] | None = None,
 ) -> Seq2SeqBatch:
-    """``(src_ids, tgt_ids)`` pairs (no bos/eos yet) -> a dynamically padded ``Seq2SeqBatch``."""
+    """``(src_ids, tgt_ids)`` pairs (no bos/eos yet) -> a dynamically padded ``Seq2SeqBatch``.
+
+    ``src (B, S)`` is padded to the longest source, ``tgt_in``/``tgt_out (B, T)`` to the
+    longest target plus one (the added ``bos``/``eos``).
+
+    Example:
+        >>> from attnkit.data import collate_seq2seq
+        >>> pairs = [([5, 6, 7], [8, 9]), ([5], [8])]
+        >>> batch = collate_seq2seq(pairs, pad_id=0, bos_id=1, eos_id=2, index=[4, 7])
+        >>> batch.src.tolist()
+        [[5, 6, 7], [5, 0, 0]]
+        >>> batch.tgt_in.tolist(), batch.tgt_out.tolist()
+        ([[1, 8, 9], [1, 8, 0]], [[8, 9, 2], [8, 2, 0]])
+        >>> batch.index.tolist(), batch.num_tokens
+        ([4, 7], 5)
+    """
     sources = [src for src, _ in examples]
     targets = [tgt for _, tgt in examples]
     return Seq2SeqBatch(
@@ -164,7 +222,20 @@ def collate_classification(
     pad_id: int,
     index: Sequence[int] | None = None,
 ) -> ClassificationBatch:
-    """``(ids, label)`` pairs -> a dynamically padded ``ClassificationBatch``."""
+    """``(ids, label)`` pairs -> a dynamically padded ``ClassificationBatch``.
+
+    ``input_ids``/``attention_mask (B, L)`` with ``L`` the longest input, ``labels (B,)``.
+
+    Example:
+        >>> from attnkit.data import collate_classification
+        >>> batch = collate_classification([([4, 5, 6], 1), ([0, 7], 0)], pad_id=0)
+        >>> batch.input_ids.tolist()
+        [[4, 5, 6], [0, 7, 0]]
+        >>> batch.attention_mask.tolist()  # from the lengths, so a real id 0 stays True
+        [[True, True, True], [True, True, False]]
+        >>> batch.labels.tolist()
+        [1, 0]
+    """
     input_ids = pad_sequences([ids for ids, _ in examples], pad_id)
     lengths = torch.tensor([len(ids) for ids, _ in examples])
     # The mask comes from lengths, not from ids != pad_id: a text may contain pad_id.

@@ -107,6 +107,20 @@ class CoraData:
         edge_index: ``(2, E)`` int64, every undirected link in both directions, no
             duplicates or self-loops.
         train_mask, val_mask, test_mask: ``(N,)`` bool.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.data import CoraData
+        >>> graph = CoraData(
+        ...     features=torch.eye(3),  # (N, F) = (3, 3)
+        ...     labels=torch.tensor([0, 1, 1]),
+        ...     edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]),  # the path 0 - 1 - 2
+        ...     train_mask=torch.tensor([True, False, False]),
+        ...     val_mask=torch.tensor([False, True, False]),
+        ...     test_mask=torch.tensor([False, False, True]),
+        ... )
+        >>> graph.num_nodes, graph.num_features, graph.num_classes, graph.edge_index.size(1)
+        (3, 3, 2, 4)
     """
 
     features: Tensor
@@ -188,11 +202,37 @@ def _edges(graph: Any, num_nodes: int) -> Tensor:
 
 
 def load_cora(root: str | Path | None = None, *, normalize: bool = True) -> CoraData:
-    """Read Cora's Planetoid files from ``root`` (default ``data_root() / "cora"``).
+    r"""Read Cora's Planetoid files from ``root`` (default ``data_root() / "cora"``).
 
     The test rows ``tx``/``ty`` are placed at the node ids of ``test.index`` (which lists
     them unsorted), as the reference loader of GCN/GAT does. ``normalize`` divides each
-    feature row by its sum, as in the GAT paper.
+    feature row by its sum, as in the GAT paper. A missing file raises
+    ``FileNotFoundError`` naming it; a pickle asking for anything outside the allow-list
+    raises ``UnsafePickleError``.
+
+    Example:
+        A made-up graph of 4 known nodes (2 for training) and 2 test nodes, in the
+        Planetoid format:
+
+        >>> import pickle, tempfile
+        >>> from collections import defaultdict
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> from scipy import sparse
+        >>> from attnkit.data import load_cora
+        >>> folder, one_hot = Path(tempfile.mkdtemp()), np.eye(2, dtype=np.int64)
+        >>> parts = {"x": sparse.csr_matrix(np.ones((2, 3))), "y": one_hot,
+        ...          "allx": sparse.csr_matrix(np.ones((4, 3))), "ally": one_hot[[0, 1, 0, 1]],
+        ...          "tx": sparse.csr_matrix(np.ones((2, 3))), "ty": one_hot[[1, 0]],
+        ...          "graph": defaultdict(list, {0: [1], 1: [2], 4: [5]})}
+        >>> for name, value in parts.items():
+        ...     _ = (folder / f"ind.cora.{name}").write_bytes(pickle.dumps(value, protocol=4))
+        >>> _ = (folder / "ind.cora.test.index").write_text("5\n4\n")  # tx rows: nodes 5, 4
+        >>> cora = load_cora(folder)
+        >>> cora.num_nodes, cora.num_features, cora.num_classes, cora.edge_index.size(1)
+        (6, 3, 2, 6)
+        >>> cora.labels.tolist(), cora.train_mask.sum().item(), cora.features[0].sum().item()
+        ([0, 1, 0, 1, 0, 1], 2, 1.0)
     """
     folder = Path(root) if root is not None else data_root() / "cora"
     parts = {part: _read(folder, part) for part in _PARTS}

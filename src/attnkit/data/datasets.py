@@ -42,12 +42,42 @@ def data_root() -> Path:
 
     The default is relative to the *current working directory* (the repository root when
     running tests or the CLI from a checkout), matching the shared-data layout.
+
+    Example:
+        >>> import os, tempfile
+        >>> from pathlib import Path
+        >>> from unittest import mock
+        >>> from attnkit.data import data_root
+        >>> root = tempfile.mkdtemp()
+        >>> with mock.patch.dict(os.environ, {"ATTNKIT_DATA": root}):  # restored afterwards
+        ...     print(data_root() == Path(root))
+        True
+        >>> with mock.patch.dict(os.environ, {"ATTNKIT_DATA": ""}):  # unset or empty: default
+        ...     print(data_root().as_posix())
+        ../shared/data
     """
     return Path(os.environ.get("ATTNKIT_DATA") or DEFAULT_DATA_ROOT).expanduser()
 
 
 def data_path(*parts: str) -> Path:
-    """``data_root() / parts``; a missing path raises ``FileNotFoundError`` with a hint."""
+    """``data_root() / parts``; a missing path raises ``FileNotFoundError`` with a hint.
+
+    Example:
+        >>> import os, tempfile
+        >>> from pathlib import Path
+        >>> from unittest import mock
+        >>> from attnkit.data import data_path
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "sst2").mkdir()
+        >>> with mock.patch.dict(os.environ, {"ATTNKIT_DATA": str(root)}):
+        ...     print(data_path("sst2") == root / "sst2")
+        True
+        >>> with mock.patch.dict(os.environ, {"ATTNKIT_DATA": str(root)}):
+        ...     data_path("multi30k", "train.de")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: .../multi30k/train.de does not exist (data root ...)
+    """
     path = data_root().joinpath(*parts)
     if not path.exists():
         raise FileNotFoundError(
@@ -58,7 +88,22 @@ def data_path(*parts: str) -> Path:
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    """All lines of a UTF-8 text file (``.gz`` decompressed), without line endings."""
+    r"""All lines of a UTF-8 text file (``.gz`` decompressed), without line endings.
+
+    Lines end at ``"\n"`` only (a trailing ``"\r"`` is removed); a missing file raises
+    ``FileNotFoundError`` and invalid UTF-8 ``ValueError`` naming the line.
+
+    Example:
+        >>> import gzip, tempfile
+        >>> from pathlib import Path
+        >>> from attnkit.data import read_lines
+        >>> path = Path(tempfile.mkdtemp()) / "notes.txt.gz"
+        >>> text = "first\r\nsecond \u2028 still second\n\nfourth\n"
+        >>> _ = path.write_bytes(gzip.compress(text.encode("utf-8")))
+        >>> lines = read_lines(path)
+        >>> len(lines), lines[0], lines[2], lines[3]  # U+2028 does not split a line
+        (4, 'first', '', 'fourth')
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -87,6 +132,19 @@ class ParallelCorpus:
 
     ``skipped_lines`` are 1-based line numbers (the same in both files) of pairs dropped
     because one side was empty.
+
+    Example:
+        >>> from pathlib import Path
+        >>> from attnkit.data import CharTokenizer, ParallelCorpus
+        >>> pairs = [("ein hund", "a dog"), ("zwei", "two")]
+        >>> corpus = ParallelCorpus(pairs, Path("train.de"), Path("train.en"), 3, [2])
+        >>> len(corpus), corpus.sources, corpus[1]
+        (2, ['ein hund', 'zwei'], ('zwei', 'two'))
+        >>> corpus.report()
+        'train.de | train.en: 3 lines, 2 pairs, 1 skipped for an empty side (lines 2)'
+        >>> tok = CharTokenizer.train(corpus.sources + corpus.targets)
+        >>> [len(src) for src, _ in corpus.encode(tok)]  # one id per character, no bos/eos
+        [8, 4]
     """
 
     pairs: list[tuple[str, str]]
@@ -134,11 +192,26 @@ class ParallelCorpus:
 def read_parallel(
     src_path: str | os.PathLike, tgt_path: str | os.PathLike, *, on_empty: OnEmpty = "skip"
 ) -> ParallelCorpus:
-    """Read a line-aligned corpus: line ``i`` of ``src_path`` translates line ``i`` of ``tgt_path``.
+    r"""Read a line-aligned corpus: line ``i`` of ``src_path`` translates that of ``tgt_path``.
 
     Lines are stripped of surrounding whitespace. Different line counts raise ``ValueError``
     naming both files and counts. A pair with an empty side is skipped and counted in
     ``skipped_lines`` (``on_empty="skip"``) or raises ``ValueError`` naming the file and line.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from attnkit.data import read_parallel
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "train.de").write_text("ein Hund\n\nzwei Katzen\n", encoding="utf-8")
+        >>> _ = (folder / "train.en").write_text("a dog\nlost\ntwo cats\n", encoding="utf-8")
+        >>> corpus = read_parallel(folder / "train.de", folder / "train.en")
+        >>> corpus.pairs, corpus.num_lines, corpus.skipped_lines
+        ([('ein Hund', 'a dog'), ('zwei Katzen', 'two cats')], 3, [2])
+        >>> read_parallel(folder / "train.de", folder / "train.en", on_empty="error")
+        Traceback (most recent call last):
+        ...
+        ValueError: .../train.de, line 2: empty line (pass on_empty='skip' to drop)
     """
     _check_on_empty(on_empty)
     src_path, tgt_path = Path(src_path), Path(tgt_path)
@@ -163,7 +236,18 @@ def read_parallel(
 
 @dataclass
 class ClassificationData:
-    """Labelled texts from a TSV file; ``skipped_lines`` are 1-based lines with empty text."""
+    """Labelled texts from a TSV file; ``skipped_lines`` are 1-based lines with empty text.
+
+    Example:
+        >>> from pathlib import Path
+        >>> from attnkit.data import CharTokenizer, ClassificationData
+        >>> data = ClassificationData(["good", "bad", "fine"], [1, 0, 1], Path("train.tsv"))
+        >>> len(data), data.num_classes, data.label_counts()
+        (3, 2, {0: 1, 1: 2})
+        >>> tok = CharTokenizer.train(data.texts)
+        >>> data.encode(tok, add_bos=True)[1]  # (ids, label) with <bos>=1 in front
+        ([1, 5, 4, 6], 0)
+    """
 
     texts: list[str]
     labels: list[int]
@@ -194,12 +278,23 @@ def read_classification_tsv(
     *,
     on_empty: OnEmpty = "skip",
 ) -> ClassificationData:
-    """Read a tab-separated file with a header row naming ``text_column`` and ``label_column``.
+    r"""Read a tab-separated file with a header row naming ``text_column`` and ``label_column``.
 
     Texts are stripped (GLUE puts a space before the tab). Labels must be integers. Rows
     with the wrong number of fields or a non-integer label raise ``ValueError`` naming the
     file and line; empty texts are skipped and counted, or an error with ``on_empty="error"``.
     No quoting is interpreted: GLUE text contains bare ``"`` characters.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from attnkit.data import read_classification_tsv
+        >>> path = Path(tempfile.mkdtemp()) / "train.tsv"
+        >>> rows = ["sentence\tlabel", "a gripping film \t1", " \t0", 'a "dull" plot\t0']
+        >>> _ = path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        >>> data = read_classification_tsv(path)
+        >>> data.texts, data.labels, data.skipped_lines  # line 3 has an empty text
+        (['a gripping film', 'a "dull" plot'], [1, 0], [3])
     """
     _check_on_empty(on_empty)
     path = Path(path)

@@ -97,6 +97,20 @@ class WordVocabulary:
     ``encode`` splits at whitespace and refuses words outside the vocabulary
     (the grammars that use it are closed, so an unknown word is a bug);
     ``decode`` skips ``<pad>``/``<bos>`` and stops at the first ``<eos>``.
+
+    Example:
+        >>> from attnkit.data import WordVocabulary
+        >>> vocab = WordVocabulary(["a", "cat", "sat"])
+        >>> vocab.vocab_size, vocab.encode("a cat sat", add_bos=True, add_eos=True)
+        (7, [1, 4, 5, 6, 2])
+        >>> vocab.encode_batch(["cat sat", "a cat sat"]).tolist()  # (B, L), right-padded
+        [[5, 6, 0], [4, 5, 6]]
+        >>> vocab.decode([1, 5, 6, 2, 4])  # stops at <eos>
+        'cat sat'
+        >>> vocab.encode("a dog")
+        Traceback (most recent call last):
+        ...
+        ValueError: word(s) ['dog'] are not in the vocabulary ['a', 'cat', 'sat']; got 'a dog'
     """
 
     pad_id, bos_id, eos_id, unk_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID
@@ -341,7 +355,27 @@ def load_mosaic_splits(
 
     ``valid_images`` train-split images are held out (``valid_images // 4``
     validation mosaics); ``limit_train_images`` keeps that many of the rest;
-    ``limit_test`` keeps the first test mosaics (of 2,500).
+    ``limit_test`` keeps the first test mosaics (of 2,500). The IDX files are read from
+    ``root``, else ``data_root() / "fashion-mnist"`` (see ``attnkit.data.images``).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> root = Path(tempfile.mkdtemp())  # tiny stand-in files in the Fashion-MNIST layout
+        >>> def write_idx(name, array):  # IDX: 0, 0, 0x08 (ubyte), ndim, big-endian sizes
+        ...     sizes = b"".join(n.to_bytes(4, "big") for n in array.shape)
+        ...     header = bytes([0, 0, 8, array.ndim]) + sizes
+        ...     _ = (root / name).write_bytes(header + array.tobytes())
+        >>> for split, n in (("train", 12), ("t10k", 8)):
+        ...     write_idx(f"{split}-images-idx3-ubyte", np.zeros((n, 28, 28), dtype=np.uint8))
+        ...     write_idx(f"{split}-labels-idx1-ubyte", np.arange(n, dtype=np.uint8) % 10)
+        >>> from attnkit.data import load_mosaic_splits
+        >>> splits = load_mosaic_splits(root, valid_images=4)
+        >>> len(splits.train_images), len(splits.valid), len(splits.test)  # 8 images, 1 + 2 mosaics
+        (8, 1, 2)
+        >>> tuple(splits.test.images.shape), len(splits.test.captions()[0].split())
+        ((2, 1, 56, 56), 11)
     """
     if valid_images < 4:
         raise ValueError(f"valid_images must be >= 4 (one mosaic); got {valid_images}")
@@ -417,6 +451,24 @@ class MosaicBatcher(ResumableBatches[np.ndarray, CaptionBatch]):
     Args:
         images: ``(N, C, 28, 28)`` uint8 source images; ``labels``: ``(N,)``.
         batch_size: mosaics per batch; ``vocabulary``: tokenises the captions.
+
+    Yields ``CaptionBatch`` with ``pixel_values (B, C, 56, 56)``, ``input_ids (B, 12)``,
+    ``labels (B, 12)`` (a caption is 11 words plus ``<bos>``/``<eos>``) and
+    ``object_labels (B, 4)``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.data import MosaicBatcher
+        >>> from attnkit.data.mosaics import caption_for, caption_vocabulary
+        >>> images, labels = torch.zeros(8, 1, 28, 28, dtype=torch.uint8), torch.arange(8)
+        >>> vocab = caption_vocabulary()
+        >>> batch = next(iter(MosaicBatcher(images, labels, 2, vocab, seed=0)))
+        >>> tuple(batch.pixel_values.shape), tuple(batch.input_ids.shape)
+        ((2, 1, 56, 56), (2, 12))
+        >>> sorted(batch.object_labels.flatten().tolist())  # each image once per epoch
+        [0, 1, 2, 3, 4, 5, 6, 7]
+        >>> vocab.decode(batch.labels[0]) == caption_for(batch.object_labels[0])
+        True
     """
 
     def __init__(

@@ -75,6 +75,23 @@ class ResumableBatches(ABC, Generic[PlanT, BatchT]):
 
     ``_plan(epoch)`` returns this rank's list of plan items (e.g. example-index lists);
     ``_build(item, epoch, position)`` turns one into a batch. Plans are cached per epoch.
+
+    Example:
+        >>> from attnkit.data import ResumableBatches
+        >>> class Chunks(ResumableBatches):  # batches of example indices, fixed order
+        ...     def _plan(self, epoch):
+        ...         return [[0, 1], [2, 3], [4]]
+        ...     def _build(self, item, epoch, position):
+        ...         return item
+        ...     def _fingerprint(self):
+        ...         return "5 examples, batch size 2"
+        >>> source = Chunks(seed=0)
+        >>> next(iter(source)), source.state_dict()["position"]  # a checkpoint here...
+        ([0, 1], 1)
+        >>> resumed = Chunks(seed=0)
+        >>> resumed.load_state_dict(source.state_dict())
+        >>> list(resumed), resumed.epoch  # ...resumes with the next batch, then epoch 1
+        ([[2, 3], [4]], 1)
     """
 
     def __init__(self, *, seed: int, rank: int = 0, world_size: int = 1) -> None:

@@ -60,6 +60,18 @@ class TokenBudgetBatcher(ResumableBatches[list[int], Seq2SeqBatch]):
 
     Yields ``Seq2SeqBatch`` with ``src (B, S)``, ``tgt_in (B, T)``, ``tgt_out (B, T)`` and
     ``index (B,)`` (positions in ``examples``), padded to the batch maximum.
+
+    Example:
+        >>> from attnkit.data import TokenBudgetBatcher
+        >>> examples = [([5] * n, [6] * n) for n in (2, 3, 2, 5)]  # (src_ids, tgt_ids)
+        >>> batcher = TokenBudgetBatcher(
+        ...     examples, max_tokens=12, pad_id=0, bos_id=1, eos_id=2, seed=0, shuffle=False
+        ... )
+        >>> batches = list(batcher)  # sorted by length, packed while B * max(S, T) <= 12
+        >>> tuple(b.index.tolist() for b in batches)
+        ([0, 2, 1], [3])
+        >>> tuple((tuple(b.src.shape), tuple(b.tgt_in.shape)) for b in batches)
+        (((3, 3), (3, 4)), ((1, 5), (1, 6)))
     """
 
     def __init__(
@@ -173,6 +185,18 @@ class ClassificationBatcher(ResumableBatches[list[int], ClassificationBatch]):
 
     Yields ``ClassificationBatch`` with ``input_ids (B, L)``, ``attention_mask (B, L)``,
     ``labels (B,)`` and ``index (B,)``.
+
+    Example:
+        >>> from attnkit.data import ClassificationBatcher
+        >>> examples = [([4] * n, n % 2) for n in (3, 1, 4, 1, 5)]  # (token_ids, label)
+        >>> batcher = ClassificationBatcher(examples, batch_size=2, pad_id=0, seed=0, max_len=4)
+        >>> len(batcher), batcher.num_truncated  # 3 batches; one input cut to 4 tokens
+        (3, 1)
+        >>> seen = [i for batch in batcher for i in batch.index.tolist()]
+        >>> sorted(seen)  # one shuffled epoch visits every example once
+        [0, 1, 2, 3, 4]
+        >>> max(batch.input_ids.size(1) for batch in batcher)  # the next epoch, cut to max_len
+        4
     """
 
     def __init__(

@@ -16,7 +16,19 @@ __all__ = ["ReversalTask", "Seq2SeqBatch"]
 class ReversalTask:
     """Reverse a random digit sequence: ``3 1 4 1 5`` -> ``5 1 4 1 3``.
 
-    Token ids: ``pad=0, bos=1, eos=2``, digit ``d`` is ``d + 3``.
+    Token ids: ``pad=0, bos=1, eos=2``, digit ``d`` is ``d + 3``. ``sample`` returns a
+    ``Seq2SeqBatch`` with ``src (B, max_len)`` and ``tgt_in``/``tgt_out (B, max_len + 1)``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.data import ReversalTask
+        >>> task = ReversalTask(min_len=3, max_len=6)
+        >>> batch = task.sample(4, generator=torch.Generator().manual_seed(0))
+        >>> tuple(batch.src.shape), tuple(batch.tgt_out.shape), task.vocab_size
+        ((4, 6), (4, 7), 13)
+        >>> source, target = task.decode_digits(batch.src[0]), task.decode_digits(batch.tgt_out[0])
+        >>> target.split() == source.split()[::-1]
+        True
     """
 
     min_len: int = 4

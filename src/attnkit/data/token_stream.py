@@ -34,7 +34,26 @@ def _meta_path(path: Path) -> Path:
 
 
 class TokenStream:
-    """Read-only memory-mapped token ids: ``len(stream)`` tokens, ``stream.tokens`` a memmap."""
+    """Read-only memory-mapped token ids: ``len(stream)`` tokens, ``stream.tokens`` a memmap.
+
+    Open an existing file with ``TokenStream(path)`` (dtype from the ``.json`` sidecar) or
+    write one with ``TokenStream.build``.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from attnkit.data import CharTokenizer, TokenStream
+        >>> tok = CharTokenizer.train(["abcd"])
+        >>> path = Path(tempfile.mkdtemp()) / "train.bin"
+        >>> stream = TokenStream.build("abcdabcd", path, tokenizer=tok)
+        >>> len(stream), stream.dtype.name, len(TokenStream(path))  # reopened from disk
+        (8, 'uint16', 8)
+        >>> stream.window(2, 4).tolist(), tok.decode(stream.window(2, 4))
+        ([6, 7, 4, 5], 'cdab')
+        >>> x, y = stream.random_windows(batch_size=3, block_size=5)
+        >>> tuple(x.shape), bool((x[:, 1:] == y[:, :-1]).all())  # y is x shifted by one
+        ((3, 5), True)
+    """
 
     def __init__(self, path: str | os.PathLike, dtype: str | None = None) -> None:
         self.path = Path(path)
@@ -128,6 +147,22 @@ class LMWindowSource(ResumableBatches[int, LMBatch]):
     ``(seed, epoch, position, rank)``, so a resumed run draws exactly the same windows and
     ranks draw different ones (independent, not disjoint: windows are random).
     Yields ``LMBatch(x (B, T), y (B, T))`` with ``B = batch_size``, ``T = block_size``.
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from pathlib import Path
+        >>> from attnkit.data import LMWindowSource, TokenStream
+        >>> stream = TokenStream.build(list(range(100)), Path(tempfile.mkdtemp()) / "ids.bin")
+        >>> settings = dict(batch_size=4, block_size=8, seed=0, steps_per_epoch=3)
+        >>> source = LMWindowSource(stream, **settings)
+        >>> first = next(iter(source))
+        >>> tuple(first.x.shape), len(source), source.state_dict()["position"]
+        ((4, 8), 3, 1)
+        >>> resumed = LMWindowSource(stream, **settings)
+        >>> resumed.load_state_dict(source.state_dict())
+        >>> torch.equal(next(iter(resumed)).x, next(iter(source)).x)  # the same second batch
+        True
     """
 
     def __init__(

@@ -73,7 +73,21 @@ def _tokenizer_file(path: str | os.PathLike) -> Path:
 
 
 class TextTokenizer(ABC):
-    """The common interface; subclasses implement ``_encode``, ``_decode`` and ``to_json``."""
+    """The common interface; subclasses implement ``_encode``, ``_decode`` and ``to_json``.
+
+    Code that only needs ``encode``/``decode`` and the special ids takes a ``TextTokenizer``,
+    so a character and a subword tokenizer are interchangeable.
+
+    Example:
+        >>> from attnkit.data import CharTokenizer, TextTokenizer
+        >>> tok: TextTokenizer = CharTokenizer.train(["abc"])
+        >>> isinstance(tok, TextTokenizer), tok.pad_id, tok.bos_id, tok.eos_id, tok.unk_id
+        (True, 0, 1, 2, 3)
+        >>> tok.encode_batch(["cab", "b"], add_eos=True)
+        [[6, 4, 5, 2], [5, 2]]
+        >>> tok.decode_batch([[1, 6, 4, 5, 2, 0], [5, 2, 0, 0, 0, 0]])  # specials dropped
+        ['cab', 'b']
+    """
 
     pad_id: ClassVar[int] = PAD_ID
     bos_id: ClassVar[int] = BOS_ID
@@ -144,6 +158,17 @@ class CharTokenizer(TextTokenizer):
 
     ``on_unknown="unk"`` maps characters outside the vocabulary to ``<unk>``;
     ``on_unknown="error"`` raises ``ValueError`` naming the character and its position.
+
+    Example:
+        >>> from attnkit.data import CharTokenizer
+        >>> tok = CharTokenizer.train(["hello", "world"])  # sorted characters: d e h l o r w
+        >>> tok.vocab_size  # 4 specials + 7 characters
+        11
+        >>> ids = tok.encode("hold", add_bos=True, add_eos=True)
+        >>> ids, tok.decode(ids)
+        ([1, 6, 8, 7, 4, 2], 'hold')
+        >>> tok.decode(tok.encode("held!"))  # '!' was never seen
+        'held<unk>'
     """
 
     def __init__(self, chars: Iterable[str], *, on_unknown: Literal["unk", "error"] = "unk"):
@@ -238,7 +263,19 @@ def _training_texts(texts_or_files: Iterable[str | os.PathLike]) -> Iterable[str
 
 
 class SubwordTokenizer(TextTokenizer):
-    """A Hugging Face ``tokenizers`` BPE / WordPiece / Unigram model behind the common interface."""
+    """A Hugging Face ``tokenizers`` BPE / WordPiece / Unigram model behind the common interface.
+
+    Example:
+        >>> from attnkit.data import SubwordTokenizer
+        >>> texts = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog"]
+        >>> tok = SubwordTokenizer.train(texts, kind="bpe", vocab_size=300, min_frequency=1)
+        >>> tok.kind, tok.vocab_size <= 300
+        ('bpe', True)
+        >>> tok.hf.encode("the cat").tokens  # byte-level BPE marks a leading space as 'Ġ'
+        ['the', 'Ġcat']
+        >>> tok.decode(tok.encode("the cat sat", add_bos=True, add_eos=True))
+        'the cat sat'
+    """
 
     _KINDS: ClassVar[dict[str, str]] = {
         "BPE": "bpe",
@@ -318,7 +355,22 @@ class SubwordTokenizer(TextTokenizer):
 
 
 def load_tokenizer(path: str | os.PathLike) -> TextTokenizer:
-    """Load a ``tokenizer.json`` (or a directory holding one) as the matching class."""
+    """Load a ``tokenizer.json`` (or a directory holding one) as the matching class.
+
+    Raises ``FileNotFoundError`` when there is no such file and ``ValueError`` when the
+    file is not a ``tokenizer.json`` attnkit can use.
+
+    Example:
+        >>> import tempfile
+        >>> from attnkit.data import CharTokenizer, load_tokenizer
+        >>> folder = tempfile.mkdtemp()
+        >>> saved = CharTokenizer.train(["to be or not to be"])
+        >>> saved.save(folder).name
+        'tokenizer.json'
+        >>> loaded = load_tokenizer(folder)
+        >>> type(loaded).__name__, loaded.encode("to be") == saved.encode("to be")
+        ('CharTokenizer', True)
+    """
     file = _tokenizer_file(path)
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such tokenizer file")

@@ -222,6 +222,23 @@ class QuestionBatcher(ResumableBatches[np.ndarray, QuestionBatch]):
     Args:
         images: ``(N, C, 28, 28)`` uint8; ``labels``: ``(N,)`` classes.
         batch_size: images (questions) per batch.
+
+    Yields ``QuestionBatch`` with ``pixel_values (B, C, 28, 28)``, ``input_ids`` and
+    ``attention_mask (B, T)``, answers ``labels (B,)`` and template ids ``questions (B,)``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.data import QuestionBatcher
+        >>> from attnkit.data.visual_questions import answer_for
+        >>> images = torch.zeros(6, 1, 28, 28, dtype=torch.uint8)
+        >>> bags = torch.full((6,), 8)  # class 8 is "bag"
+        >>> batcher = QuestionBatcher(images, bags, batch_size=4, seed=0)
+        >>> tuple(len(batch) for batch in batcher)
+        (4, 2)
+        >>> batch = next(iter(batcher))  # epoch 1: new questions about the same images
+        >>> asked = zip(batch.questions.tolist(), batch.labels.tolist())  # (template, answer)
+        >>> all(answer_for(q, 8) == a for q, a in asked)
+        True
     """
 
     def __init__(
@@ -286,7 +303,31 @@ def load_question_splits(
     limit_test_images: int | None = None,
 ) -> QuestionSplits:
     """Fashion-MNIST questions: a seeded hold-out of ``valid_images`` train-split images
-    for validation, the rest for training, and questions on the test-split images."""
+    for validation, the rest for training, and questions on the test-split images.
+
+    ``test_per_image`` questions are asked about each test image (the first
+    ``limit_test_images`` of them if given). The IDX files are read from ``root``, else
+    ``data_root() / "fashion-mnist"`` (see ``attnkit.data.images``).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> root = Path(tempfile.mkdtemp())  # tiny stand-in files in the Fashion-MNIST layout
+        >>> def write_idx(name, array):  # IDX: 0, 0, 0x08 (ubyte), ndim, big-endian sizes
+        ...     sizes = b"".join(n.to_bytes(4, "big") for n in array.shape)
+        ...     header = bytes([0, 0, 8, array.ndim]) + sizes
+        ...     _ = (root / name).write_bytes(header + array.tobytes())
+        >>> for split, n in (("train", 12), ("t10k", 8)):
+        ...     write_idx(f"{split}-images-idx3-ubyte", np.zeros((n, 28, 28), dtype=np.uint8))
+        ...     write_idx(f"{split}-labels-idx1-ubyte", np.arange(n, dtype=np.uint8) % 10)
+        >>> from attnkit.data import load_question_splits
+        >>> splits = load_question_splits(root, valid_images=4, test_per_image=2)
+        >>> len(splits.train_images), len(splits.valid), len(splits.test)
+        (8, 4, 16)
+        >>> set(splits.test.answers.tolist()) <= {0, 1}, splits.test.texts()[0].endswith("?")
+        (True, True)
+    """
     if valid_images < 1:
         raise ValueError(f"valid_images must be >= 1; got {valid_images}")
     data = load_fashion_mnist_holdout(

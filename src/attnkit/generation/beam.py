@@ -67,6 +67,18 @@ class BeamSearchOutput:
 
     Where an input has fewer than ``n`` possible hypotheses (tiny vocabularies),
     the missing ones have score ``-inf``, length 0 and only ``pad_id``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import BeamSearchOutput, beam_search
+        >>> from attnkit.models import Transformer
+        >>> model = Transformer(vocab_size=20, d_model=32, num_heads=4, num_layers=1, d_ff=64)
+        >>> out = beam_search(model.eval(), torch.randint(3, 20, (2, 6)), beam_size=3,
+        ...                   max_new_tokens=5, bos_id=1, eos_id=2, num_return_sequences=3)
+        >>> isinstance(out, BeamSearchOutput), tuple(out.scores.shape), tuple(out.lengths.shape)
+        (True, (2, 3), (2, 3))
+        >>> bool((out.scores[:, :-1] >= out.scores[:, 1:]).all()), out.sequences.size(-1) <= 5
+        (True, True)
     """
 
     sequences: Tensor

@@ -78,6 +78,20 @@ class DecoderOnlyState:
         mask: ``(N, T)`` bool, ``True`` at real tokens.
         next_position: ``(N,)`` position of each row's next token.
         cache: the model's KV caches, or ``None`` without a cache.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import DecoderOnlyAdapter, DecoderOnlyState
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> gpt = GPT(GPTConfig(vocab_size=50, max_len=16, d_model=32, num_heads=4, num_layers=1))
+        >>> prompts = torch.tensor([[0, 5, 6], [7, 8, 9]])  # row 0 is left-padded
+        >>> adapter = DecoderOnlyAdapter(gpt.eval(), prompts, prompts != 0)
+        >>> state, _ = adapter.start(num_beams=1, max_new_tokens=3)
+        >>> isinstance(state, DecoderOnlyState), state.next_position.tolist()  # real tokens only
+        (True, [2, 3])
+        >>> _ = adapter.step(state, torch.tensor([[1], [1]]))  # one more token per row
+        >>> tuple(state.tokens.shape), state.mask[0].tolist(), state.next_position.tolist()
+        ((2, 4), [False, True, True, True], [3, 4])
     """
 
     tokens: Tensor
@@ -98,6 +112,20 @@ class DecoderOnlyAdapter:
         input_ids: ``(B, P)`` prompts, left-padded.
         attention_mask: ``(B, P)``, ``True``/1 at real tokens (default: all real).
         use_cache: decode incrementally with the KV cache.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import DecoderOnlyAdapter
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> gpt = GPT(GPTConfig(vocab_size=50, max_len=16, d_model=32, num_heads=4, num_layers=2))
+        >>> prompts = torch.tensor([[0, 0, 5, 6], [7, 8, 9, 10]])  # row 0 is left-padded
+        >>> adapter = DecoderOnlyAdapter(gpt.eval(), prompts, prompts != 0)
+        >>> state, logits = adapter.start(num_beams=2, max_new_tokens=4)  # N = B * 2 rows
+        >>> tuple(logits.shape), tuple(adapter.step(state, logits.argmax(-1, keepdim=True)).shape)
+        ((4, 50), (4, 50))
+        >>> alone = gpt(torch.tensor([[5, 6]])).logits[0, -1]  # the padded prompt, unpadded
+        >>> torch.allclose(logits[0], alone, atol=1e-5)
+        True
     """
 
     def __init__(

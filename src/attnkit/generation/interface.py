@@ -42,7 +42,23 @@ __all__ = [
 
 
 class EncoderDecoderModel(Protocol):
-    """What decoding needs of an encoder-decoder model (e.g. ``attnkit.models.Transformer``)."""
+    """What decoding needs of an encoder-decoder model (e.g. ``attnkit.models.Transformer``).
+
+    ``encode(src (B, S), src_mask)`` gives the memory ``(B, S, D)``;
+    ``decode(tgt (B, T), memory, ..., cache=...)`` the decoder states ``(B, T, D)``
+    (with a cache, ``tgt`` holds only the new tokens); ``project`` maps states to
+    logits ``(..., V)``; ``new_cache(N, max_len, like=memory)`` allocates the KV caches.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import Transformer
+        >>> model = Transformer(vocab_size=20, d_model=32, num_heads=4, num_layers=1, d_ff=64)
+        >>> memory = model.eval().encode(torch.randint(3, 20, (2, 6)))  # (B, S, D)
+        >>> cache = model.new_cache(2, max_len=4, like=memory)
+        >>> hidden = model.decode(torch.full((2, 1), 1), memory, cache=cache)  # feed bos
+        >>> tuple(memory.shape), tuple(model.project(hidden).shape), cache.length
+        ((2, 6, 32), (2, 1, 20), 1)
+    """
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor: ...
 
@@ -62,6 +78,20 @@ class DecodingModel(Protocol):
     Implementations hold their inputs (source ids, prompts). ``state`` is
     whatever the implementation needs between steps (encoder memory, caches,
     the tokens so far); strategies only pass it back.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import DecodingModel, EncoderDecoderAdapter, greedy_decode
+        >>> from attnkit.models import Transformer
+        >>> model = Transformer(vocab_size=20, d_model=32, num_heads=4, num_layers=1, d_ff=64)
+        >>> adapter = EncoderDecoderAdapter(model.eval(), torch.randint(3, 20, (2, 6)))
+        >>> isinstance(adapter, DecodingModel), isinstance(model, DecodingModel)
+        (True, False)
+        >>> state, logits = adapter.start(num_beams=1, max_new_tokens=4, bos_id=1)  # (N, V)
+        >>> tuple(logits.shape), tuple(adapter.step(state, logits.argmax(-1, keepdim=True)).shape)
+        ((2, 20), (2, 20))
+        >>> tuple(greedy_decode(adapter, None, max_new_tokens=4, bos_id=1).shape)  # no eos_id
+        (2, 4)
     """
 
     @property
@@ -102,6 +132,20 @@ class EncoderDecoderState:
         memory_mask: bool source mask, ``(N, 1, 1, S)`` (or batch size 1: broadcast).
         cache: the decoder's KV caches, or ``None`` when decoding without a cache.
         tokens: ``(N, T)`` decoder inputs so far (``bos`` and every fed token).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import EncoderDecoderAdapter, EncoderDecoderState
+        >>> from attnkit.models import Transformer
+        >>> model = Transformer(vocab_size=20, d_model=32, num_heads=4, num_layers=1, d_ff=64)
+        >>> adapter = EncoderDecoderAdapter(model.eval(), torch.randint(3, 20, (2, 6)))
+        >>> state, _ = adapter.start(num_beams=2, max_new_tokens=4, bos_id=1)  # N = 4 rows
+        >>> isinstance(state, EncoderDecoderState), tuple(state.memory.shape), state.tokens.tolist()
+        (True, (4, 6, 32), [[1], [1], [1], [1]])
+        >>> _ = adapter.step(state, torch.tensor([[5], [6], [7], [8]]))
+        >>> adapter.reorder(state, torch.tensor([1, 1, 3, 2]))  # as beam search prunes
+        >>> state.tokens.tolist()
+        [[1, 6], [1, 6], [1, 8], [1, 7]]
     """
 
     memory: Tensor
@@ -125,6 +169,20 @@ class EncoderDecoderAdapter(SourceAdapter):
             to the padding mask of ``src``. Masks the encoder and cross-attention.
         pad_id: padding id of ``src``.
         use_cache: decode incrementally with the model's KV cache.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import EncoderDecoderAdapter
+        >>> from attnkit.models import Transformer
+        >>> model = Transformer(vocab_size=20, d_model=32, num_heads=4, num_layers=1, d_ff=64)
+        >>> src = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]])  # row 0 padded with pad_id 0
+        >>> adapter = EncoderDecoderAdapter(model.eval(), src, pad_id=0)
+        >>> state, logits = adapter.start(num_beams=3, max_new_tokens=5, bos_id=1)
+        >>> tuple(state.memory.shape), tuple(logits.shape)  # N = B * num_beams rows
+        ((6, 4, 32), (6, 20))
+        >>> uncached = EncoderDecoderAdapter(model, src, use_cache=False)
+        >>> torch.allclose(uncached.start(3, 5, bos_id=1)[1], logits, atol=1e-5)
+        True
     """
 
     model: EncoderDecoderModel

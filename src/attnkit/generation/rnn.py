@@ -61,6 +61,22 @@ class RNNDecodingState:
     Attributes:
         decoder: the model's recurrent state, one row per hypothesis (``N`` rows); it
             summarises every token fed so far, so nothing else is kept.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import RNNDecodingState, RNNSeq2SeqAdapter
+        >>> from attnkit.models import RNNSeq2SeqConfig, build_rnn_seq2seq
+        >>> config = RNNSeq2SeqConfig(20, 30, embedding_dim=8, decoder_hidden_size=16)
+        >>> model = build_rnn_seq2seq(config).eval()
+        >>> adapter = RNNSeq2SeqAdapter(model, torch.randint(1, 20, (2, 5)))
+        >>> state, logits = adapter.start(num_beams=3, max_new_tokens=4, bos_id=1)  # N = 6 rows
+        >>> isinstance(state, RNNDecodingState), tuple(state.decoder.hidden.shape)  # (Ld, N, Hd)
+        (True, (1, 6, 16))
+        >>> _ = adapter.step(state, torch.arange(3, 9)[:, None])  # a different token per row
+        >>> before = state.decoder.hidden.clone()
+        >>> adapter.reorder(state, torch.tensor([4, 4, 4, 0, 0, 0]))  # rows follow their beams
+        >>> torch.equal(state.decoder.hidden[:, 3], before[:, 0]), state.decoder.feed.size(0)
+        (True, 6)
     """
 
     decoder: RNNDecoderStateLike
@@ -91,6 +107,22 @@ class RNNSeq2SeqAdapter(SourceAdapter):
         src_mask: bool ``(B, S)`` (or ``(B, 1, 1, S)``), True at real tokens;
             defaults to ``src != pad_id``.
         pad_id: padding id of ``src``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import RNNSeq2SeqAdapter, beam_search
+        >>> from attnkit.models import RNNSeq2SeqConfig, build_rnn_seq2seq
+        >>> config = RNNSeq2SeqConfig(20, 30, embedding_dim=8, decoder_hidden_size=16)
+        >>> model = build_rnn_seq2seq(config).eval()
+        >>> src = torch.tensor([[4, 5, 6, 0], [7, 8, 9, 10]])  # right-padded with pad_id 0
+        >>> adapter = RNNSeq2SeqAdapter(model, src)
+        >>> state, _ = adapter.start(num_beams=1, max_new_tokens=5, bos_id=1)
+        >>> logits = adapter.step(state, torch.tensor([[3], [3]]))  # (N, V) after bos, 3
+        >>> torch.allclose(logits, model(src, torch.tensor([[1, 3], [1, 3]]))[:, 1], atol=1e-6)
+        True
+        >>> out = beam_search(adapter, None, beam_size=2, max_new_tokens=5, bos_id=1, eos_id=2)
+        >>> tuple(out.sequences.shape[:2])  # (B, n)
+        (2, 1)
     """
 
     model: RNNSeq2SeqModel

@@ -125,7 +125,23 @@ def save_pretrained(model: nn.Module, path: str | Path) -> Path:
 
 
 def load_pretrained_tokenizer(path: str | Path) -> Tokenizer:
-    """The ``tokenizers.Tokenizer`` in ``path/tokenizer.json``."""
+    """The ``tokenizers.Tokenizer`` in ``path/tokenizer.json``.
+
+    Raises ``FileNotFoundError`` when the directory has no ``tokenizer.json``.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from tokenizers import Tokenizer, models, pre_tokenizers
+        >>> from attnkit.interop import load_pretrained_tokenizer
+        >>> vocab = {"[UNK]": 0, "hello": 1, "world": 2}
+        >>> tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+        >>> tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        >>> directory = Path(tempfile.mkdtemp())
+        >>> tokenizer.save(str(directory / "tokenizer.json"))
+        >>> load_pretrained_tokenizer(directory).encode("hello big world").ids
+        [1, 0, 2]
+    """
     file = Path(path) / "tokenizer.json"
     if not file.is_file():
         raise FileNotFoundError(f"{file}: missing (save the tokenizer with the model)")

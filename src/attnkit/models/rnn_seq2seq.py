@@ -163,6 +163,16 @@ class RNNEncoderOutput:
         mask: ``(B, S)`` bool, True at real source tokens.
         final: ``(B, 2 * He)`` top layer's last forward and first backward hidden states.
         final_cell: the same of the LSTM cell state (``None`` for a GRU).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import RNNSeq2Seq, RNNSeq2SeqConfig
+        >>> model = RNNSeq2Seq(RNNSeq2SeqConfig(20, 30, embedding_dim=8, encoder_hidden_size=8))
+        >>> encoded = model.encode(torch.tensor([[4, 5, 6, 0], [7, 8, 9, 10]]))  # right-padded
+        >>> tuple(encoded.memory.shape), tuple(encoded.final.shape), encoded.final_cell is None
+        ((2, 4, 16), (2, 16), True)
+        >>> encoded.mask.tolist(), bool((encoded.memory[0, 3] == 0).all())  # zero at padding
+        ([[True, True, True, False], [True, True, True, True]], True)
     """
 
     memory: Tensor
@@ -182,6 +192,19 @@ class RNNDecoderState:
         hidden: ``(Ld, N, Hd)`` decoder hidden state of every layer.
         cell: ``(Ld, N, Hd)`` LSTM cell state (``None`` for a GRU).
         feed: ``(N, A)`` previous attentional vector (input feeding).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import RNNSeq2Seq, RNNSeq2SeqConfig
+        >>> config = RNNSeq2SeqConfig(20, 30, cell="lstm", embedding_dim=8, encoder_hidden_size=8,
+        ...                           decoder_hidden_size=16, num_decoder_layers=2)
+        >>> model = RNNSeq2Seq(config)
+        >>> state = model.init_decoder_state(model.encode(torch.randint(1, 20, (2, 5))))
+        >>> tuple(state.hidden.shape), tuple(state.cell.shape), tuple(state.feed.shape)
+        ((2, 2, 16), (2, 2, 16), (2, 16))
+        >>> beams = state.repeat_interleave(3)  # 2 inputs -> 6 beam rows: 0, 0, 0, 1, 1, 1
+        >>> tuple(beams.memory.shape), torch.equal(beams.hidden[:, 3], state.hidden[:, 1])
+        ((6, 5, 16), True)
     """
 
     memory: Tensor

@@ -142,6 +142,24 @@ class Seq2SeqOutput(ModelOutput):
 
     ``attentions``/``hidden_states`` are the decoder's; the encoder's and the
     cross-attention weights have their own fields.
+
+    Attributes:
+        encoder_last_hidden_state: ``(B, S, D)`` encoder output (the decoder's memory).
+        encoder_attentions: per encoder layer ``(B, H, S, S)`` when asked for.
+        cross_attentions: per decoder layer ``(B, H, T, S)`` when asked for.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import T5, Seq2SeqOutput, T5Config
+        >>> config = T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_heads=4,
+        ...                   num_layers=2)
+        >>> t5 = T5(config)
+        >>> out = t5(torch.randint(2, 100, (2, 9)), labels=torch.randint(2, 100, (2, 4)),
+        ...          output_attentions=True)
+        >>> isinstance(out, Seq2SeqOutput), tuple(out.encoder_last_hidden_state.shape)
+        (True, (2, 9, 32))
+        >>> len(out.encoder_attentions), tuple(out.cross_attentions[-1].shape)  # (B, H, T, S)
+        (2, (2, 4, 4, 9))
     """
 
     encoder_last_hidden_state: Tensor | None = None

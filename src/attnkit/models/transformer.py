@@ -93,7 +93,26 @@ class TransformerConfig:
 
 @dataclass
 class TransformerAttention:
-    """Attention weights of every layer, each ``(B, H, Tq, Tk)``."""
+    """Attention weights of every layer, each ``(B, H, Tq, Tk)``.
+
+    Attributes:
+        encoder_self: per encoder layer ``(B, H, S, S)``.
+        decoder_self: per decoder layer ``(B, H, T, T)`` (causal: zero above the diagonal).
+        cross: per decoder layer ``(B, H, T, S)``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import Transformer, TransformerAttention
+        >>> model = Transformer(vocab_size=100, d_model=32, num_heads=4, num_layers=2, d_ff=64)
+        >>> src, tgt = torch.randint(3, 100, (2, 7)), torch.randint(3, 100, (2, 5))
+        >>> _, attention = model.eval()(src, tgt, return_attention=True)
+        >>> isinstance(attention, TransformerAttention), len(attention.encoder_self)
+        (True, 2)
+        >>> tuple(attention.decoder_self[0].shape), tuple(attention.cross[0].shape)
+        ((2, 4, 5, 5), (2, 4, 5, 7))
+        >>> torch.allclose(attention.cross[1].sum(-1), torch.ones(2, 4, 5))  # rows sum to 1
+        True
+    """
 
     encoder_self: list[Tensor] = field(default_factory=list)
     decoder_self: list[Tensor] = field(default_factory=list)

@@ -61,12 +61,55 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete, corrupted or does not fit the model."""
+    """A checkpoint is missing, incomplete, corrupted or does not fit the model.
+
+    Raised before anything is copied into the model, so a failed load leaves the
+    model as it was.
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from torch import nn
+        >>> from attnkit.train import CheckpointError, load_checkpoint, save_checkpoint
+        >>> path = save_checkpoint(f"{tempfile.mkdtemp()}/ckpt", nn.Linear(4, 2).state_dict())
+        >>> weights = path / "model.safetensors"
+        >>> _ = weights.write_bytes(weights.read_bytes()[:-1] + b"!")  # same size, 1 byte changed
+        >>> model = nn.Linear(4, 2)
+        >>> before = model.weight.clone()
+        >>> try:
+        ...     load_checkpoint(path, model)
+        ... except CheckpointError as error:
+        ...     print("SHA-256 does not match" in str(error), torch.equal(model.weight, before))
+        True True
+    """
 
 
 @dataclass
 class Checkpoint:
-    """A verified checkpoint read into memory (tensors on ``map_location``)."""
+    """A verified checkpoint read into memory (tensors on ``map_location``).
+
+    Attributes:
+        path: the checkpoint directory.
+        model_state: ``{name: tensor}`` as ``model.state_dict()`` gave them
+            (tied weights share one tensor again).
+        trainer_state: the ``trainer_state.pt`` contents, or ``None`` when it
+            was not written or not read.
+        meta: ``meta.json``: ``step``, the caller's extras and the file records.
+
+    ``step`` is ``meta["step"]`` (0 when absent).
+
+    Example:
+        >>> import tempfile
+        >>> from torch import nn
+        >>> from attnkit.train import read_checkpoint, save_checkpoint
+        >>> directory = f"{tempfile.mkdtemp()}/step_00000007"
+        >>> _ = save_checkpoint(directory, nn.Linear(4, 2).state_dict(), {"epoch": 1}, {"step": 7})
+        >>> checkpoint = read_checkpoint(directory)
+        >>> checkpoint.step, checkpoint.path.name, checkpoint.trainer_state
+        (7, 'step_00000007', {'epoch': 1})
+        >>> sorted((name, tuple(t.shape)) for name, t in checkpoint.model_state.items())
+        [('bias', (2,)), ('weight', (2, 4))]
+    """
 
     path: Path
     model_state: dict[str, Tensor]
@@ -164,6 +207,19 @@ def save_checkpoint(
         model_state: ``model.state_dict()`` (or a gathered full state dict).
         trainer_state: anything ``torch.load(weights_only=True)`` can read back.
         meta: JSON-serialisable extras for ``meta.json`` (e.g. ``step``, metrics).
+
+    Tensors are written to CPU; tensors shared under two names (tied weights)
+    are stored once and come back shared.
+
+    Example:
+        >>> import tempfile
+        >>> from torch import nn
+        >>> from attnkit.train import save_checkpoint
+        >>> model = nn.Linear(4, 2)
+        >>> path = save_checkpoint(f"{tempfile.mkdtemp()}/step_00000010", model.state_dict(),
+        ...                        {"scheduler": {"last_epoch": 10}}, {"step": 10, "loss": 1.5})
+        >>> path.name, sorted(child.name for child in path.iterdir())
+        ('step_00000010', ['meta.json', 'model.safetensors', 'trainer_state.pt'])
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +252,22 @@ def verify_checkpoint(directory: str | Path, *, files: tuple[str, ...] | None = 
 
     ``files`` limits the check to those names (default: every file listed).
     Raises :class:`CheckpointError` naming the first bad file.
+
+    Example:
+        >>> import tempfile
+        >>> from torch import nn
+        >>> from attnkit.train import save_checkpoint, verify_checkpoint
+        >>> path = save_checkpoint(f"{tempfile.mkdtemp()}/ckpt", nn.Linear(4, 2).state_dict(),
+        ...                        meta={"step": 5})
+        >>> meta = verify_checkpoint(path)
+        >>> meta["step"], sorted(meta["files"])
+        (5, ['model.safetensors'])
+        >>> _ = (path / "model.safetensors").write_bytes(b"cut")  # a truncated write
+        >>> verify_checkpoint(path)
+        Traceback (most recent call last):
+            ...
+        attnkit.train.checkpoint.CheckpointError: ...model.safetensors is truncated or corrupted:
+        expected ... bytes, found 3
     """
     directory = Path(directory)
     meta_path = directory / META_FILE
@@ -254,7 +326,28 @@ def read_checkpoint(
     map_location: str | torch.device = "cpu",
     trainer_state: bool = True,
 ) -> Checkpoint:
-    """Verify and read a checkpoint directory into memory (nothing is applied)."""
+    """Verify and read a checkpoint directory into memory (nothing is applied).
+
+    Args:
+        directory: a checkpoint directory (see :func:`resolve_checkpoint` for
+            finding one in a run directory).
+        map_location: device for the tensors.
+        trainer_state: also verify and read ``trainer_state.pt``; ``False`` for
+            weights only (e.g. inference), leaving ``Checkpoint.trainer_state`` ``None``.
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from torch import nn
+        >>> from attnkit.train import read_checkpoint, save_checkpoint
+        >>> model = nn.Linear(4, 2)
+        >>> path = save_checkpoint(f"{tempfile.mkdtemp()}/ckpt", model.state_dict(), {"epoch": 3})
+        >>> checkpoint = read_checkpoint(path, trainer_state=False)
+        >>> torch.equal(checkpoint.model_state["weight"], model.weight), checkpoint.trainer_state
+        (True, None)
+        >>> read_checkpoint(path).trainer_state
+        {'epoch': 3}
+    """
     directory = Path(directory)
     files = (MODEL_FILE, STATE_FILE) if trainer_state else (MODEL_FILE,)
     meta = verify_checkpoint(directory, files=files)
@@ -264,7 +357,20 @@ def read_checkpoint(
 
 
 def check_model_state(model: nn.Module, state: dict[str, Tensor], *, source: str = "") -> None:
-    """Raise :class:`CheckpointError` unless ``state`` has exactly ``model``'s keys and shapes."""
+    """Raise :class:`CheckpointError` unless ``state`` has exactly ``model``'s keys and shapes.
+
+    ``source`` (e.g. the checkpoint path) is named in the error message.
+
+    Example:
+        >>> from torch import nn
+        >>> from attnkit.train import check_model_state
+        >>> check_model_state(nn.Linear(4, 2), nn.Linear(4, 2).state_dict())  # fits: no error
+        >>> check_model_state(nn.Linear(4, 2), nn.Linear(4, 3).state_dict())
+        Traceback (most recent call last):
+            ...
+        attnkit.train.checkpoint.CheckpointError: checkpoint weight 'weight' has shape (3, 4);
+        the model expects (2, 4)
+    """
     expected = model.state_dict()
     where = f" in {source}" if source else ""
     missing = sorted(set(expected) - set(state))
@@ -288,6 +394,20 @@ def apply_model_state(model: nn.Module, state: dict[str, Tensor], *, source: str
 
     On a missing or unexpected key or a shape mismatch it raises
     :class:`CheckpointError` and leaves the model untouched.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from attnkit.train import CheckpointError, apply_model_state
+        >>> source, target = nn.Linear(4, 2), nn.Linear(4, 2)
+        >>> apply_model_state(target, source.state_dict())
+        >>> torch.equal(target.weight, source.weight)
+        True
+        >>> try:
+        ...     apply_model_state(target, {"weight": torch.zeros(2, 4)})  # no bias
+        ... except CheckpointError as error:
+        ...     print(error, "|", torch.equal(target.weight, source.weight))
+        checkpoint weights do not fit Linear: missing ['bias'], unexpected [] | True
     """
     check_model_state(model, state, source=source)
     model.load_state_dict(state, strict=True)
@@ -300,7 +420,24 @@ def load_checkpoint(
     map_location: str | torch.device = "cpu",
     trainer_state: bool = True,
 ) -> Checkpoint:
-    """Verify and read a checkpoint, then load its weights into ``model`` if given."""
+    """Verify and read a checkpoint, then load its weights into ``model`` if given.
+
+    Arguments as in :func:`read_checkpoint`; the returned :class:`Checkpoint`
+    also carries the trainer state and metadata for resuming.
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from torch import nn
+        >>> from attnkit.train import load_checkpoint, save_checkpoint
+        >>> trained = nn.Linear(4, 2)
+        >>> path = save_checkpoint(f"{tempfile.mkdtemp()}/ckpt", trained.state_dict(),
+        ...                        {"optimizer": {}}, {"step": 200})
+        >>> fresh = nn.Linear(4, 2)
+        >>> checkpoint = load_checkpoint(path, fresh)
+        >>> checkpoint.step, torch.equal(fresh.weight, trained.weight)
+        (200, True)
+    """
     checkpoint = read_checkpoint(directory, map_location=map_location, trainer_state=trainer_state)
     if model is not None:
         apply_model_state(model, checkpoint.model_state, source=str(checkpoint.path))
@@ -309,7 +446,26 @@ def load_checkpoint(
 
 def load_model_weights(model: nn.Module, path: str | Path, which: str = "latest") -> Path:
     """Load weights for inference from a run directory, a checkpoint directory or a
-    ``.safetensors`` file; returns the file or directory used."""
+    ``.safetensors`` file; returns the file or directory used.
+
+    In a run directory, ``which`` picks ``"latest"`` or ``"best"`` (see
+    :func:`resolve_checkpoint`). Only the weights are read and verified.
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from torch import nn
+        >>> from attnkit.train import CheckpointManager, load_model_weights
+        >>> run, trained = tempfile.mkdtemp(), nn.Linear(4, 2)
+        >>> manager = CheckpointManager(run)
+        >>> _ = manager.save(100, nn.Linear(4, 2).state_dict(), None)
+        >>> _ = manager.save(200, trained.state_dict(), None)
+        >>> model = nn.Linear(4, 2)
+        >>> load_model_weights(model, run).name, torch.equal(model.weight, trained.weight)
+        ('step_00000200', True)
+        >>> load_model_weights(model, f"{run}/checkpoints/step_00000100/model.safetensors").name
+        'model.safetensors'
+    """
     path = Path(path)
     if path.is_file():
         apply_model_state(model, _read_safetensors(path, "cpu"), source=str(path))
@@ -329,7 +485,20 @@ def _checkpoints_root(path: Path) -> Path:
 def list_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
     """``(step, directory)`` of the complete ``step_*`` checkpoints under ``root``, by step.
 
-    ``root`` may be a run's output directory or its ``checkpoints/`` directory.
+    ``root`` may be a run's output directory or its ``checkpoints/`` directory;
+    a directory without ``meta.json`` (an unfinished write) is skipped.
+
+    Example:
+        >>> import tempfile
+        >>> from torch import nn
+        >>> from attnkit.train import CheckpointManager, list_checkpoints
+        >>> run, state = tempfile.mkdtemp(), nn.Linear(4, 2).state_dict()
+        >>> manager = CheckpointManager(run)
+        >>> for step in (300, 100, 200):
+        ...     _ = manager.save(step, state, None)
+        >>> _ = manager.save(200, state, None, best=True)  # best/ is not a step checkpoint
+        >>> [(step, directory.name) for step, directory in list_checkpoints(run)]  # by step
+        [(100, 'step_00000100'), (200, 'step_00000200'), (300, 'step_00000300')]
     """
     root = _checkpoints_root(Path(root))
     if not root.is_dir():
@@ -348,6 +517,19 @@ def resolve_checkpoint(path: str | Path, which: str = "latest") -> Path:
     ``path`` is a checkpoint directory (it holds ``meta.json``), or a run /
     ``checkpoints`` directory, in which ``which`` picks ``"latest"`` (highest
     step) or ``"best"``.
+
+    Example:
+        >>> import tempfile
+        >>> from torch import nn
+        >>> from attnkit.train import CheckpointManager, resolve_checkpoint
+        >>> run, state = tempfile.mkdtemp(), nn.Linear(4, 2).state_dict()
+        >>> manager = CheckpointManager(run)
+        >>> for step in (100, 200):
+        ...     _ = manager.save(step, state, None, best=step == 100)
+        >>> resolve_checkpoint(run).name, resolve_checkpoint(run, "best").name
+        ('step_00000200', 'best')
+        >>> resolve_checkpoint(f"{run}/checkpoints/step_00000200").name  # already a checkpoint
+        'step_00000200'
     """
     path = Path(path)
     if (path / META_FILE).is_file():
@@ -366,7 +548,27 @@ def resolve_checkpoint(path: str | Path, which: str = "latest") -> Path:
 
 
 class CheckpointManager:
-    """Saves ``step_<N>/`` and ``best/`` under ``<output_dir>/checkpoints``, keeping the last K."""
+    """Saves ``step_<N>/`` and ``best/`` under ``<output_dir>/checkpoints``, keeping the last K.
+
+    Args:
+        output_dir: the run's output directory.
+        keep_last: how many ``step_<N>/`` checkpoints :meth:`save` keeps (the
+            newest); ``best/`` is never pruned.
+
+    Example:
+        >>> import tempfile
+        >>> from torch import nn
+        >>> from attnkit.train import CheckpointManager
+        >>> manager = CheckpointManager(tempfile.mkdtemp(), keep_last=2)
+        >>> state = nn.Linear(4, 2).state_dict()
+        >>> for step in (10, 20, 30):
+        ...     _ = manager.save(step, state, {"epoch": 0}, {"val_loss": 1.0 / step})
+        >>> _ = manager.save(30, state, {"epoch": 0}, best=True)
+        >>> sorted(child.name for child in manager.root.iterdir())  # step 10 was pruned
+        ['best', 'step_00000020', 'step_00000030']
+        >>> manager.latest().name, manager.best().name
+        ('step_00000030', 'best')
+    """
 
     def __init__(self, output_dir: str | Path, keep_last: int = 3) -> None:
         self.root = Path(output_dir) / CHECKPOINTS_DIR

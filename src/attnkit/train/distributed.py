@@ -66,7 +66,19 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DistributedContext:
-    """Where this process stands: ``rank`` of ``world_size``, ``local_rank`` on its node."""
+    """Where this process stands: ``rank`` of ``world_size``, ``local_rank`` on its node.
+
+    :func:`init_distributed` returns one; the default (rank 0 of 1, no
+    ``backend``) describes a plain single process.
+
+    Example:
+        >>> from attnkit.train import DistributedContext
+        >>> DistributedContext().is_main  # a single process: rank 0 of 1
+        True
+        >>> worker = DistributedContext(rank=3, local_rank=1, world_size=8, backend="nccl")
+        >>> worker.is_main, worker.local_rank  # 4th of 8 processes, 2nd GPU of its node
+        (False, 1)
+    """
 
     rank: int = 0
     local_rank: int = 0
@@ -79,22 +91,51 @@ class DistributedContext:
 
 
 def is_distributed() -> bool:
-    """True inside an initialised process group with more than one process."""
+    """True inside an initialised process group with more than one process.
+
+    Example:
+        >>> from attnkit.train import is_distributed
+        >>> is_distributed()  # plain python; True under torchrun --nproc_per_node 2
+        False
+    """
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def get_rank() -> int:
-    """This process's rank in the default process group (0 without one)."""
+    """This process's rank in the default process group (0 without one).
+
+    Under ``torchrun --nproc_per_node N`` the ranks are ``0 .. N - 1``.
+
+    Example:
+        >>> from attnkit.train import get_rank, get_world_size
+        >>> files = ["a.txt", "b.txt", "c.txt"]
+        >>> files[get_rank() :: get_world_size()]  # this process's share: all of them alone
+        ['a.txt', 'b.txt', 'c.txt']
+    """
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def get_world_size() -> int:
-    """How many processes the default process group has (1 without one)."""
+    """How many processes the default process group has (1 without one).
+
+    Example:
+        >>> from attnkit.train import get_world_size
+        >>> global_batch = 64
+        >>> global_batch // get_world_size()  # per-process batch: 64 alone, 16 on 4 ranks
+        64
+    """
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def is_main_process() -> bool:
-    """Rank 0 (or a single process): the one that logs and writes files."""
+    """Rank 0 (or a single process): the one that logs and writes files.
+
+    Example:
+        >>> from attnkit.train import is_main_process
+        >>> if is_main_process():  # under torchrun, printed once rather than once per rank
+        ...     print("epoch 1 done")
+        epoch 1 done
+    """
     return get_rank() == 0
 
 
@@ -117,7 +158,15 @@ def init_distributed(
 
     Without those variables, or with ``WORLD_SIZE=1`` unless ``force``, returns
     a single-process context. ``backend`` defaults to NCCL when the device is
-    CUDA, else gloo. An already initialised group is reused.
+    CUDA, else gloo. An already initialised group is reused. The same script
+    thus runs alone (``python train.py``) or on ``N`` processes
+    (``torchrun --nproc_per_node N train.py``).
+
+    Example:
+        >>> from attnkit.train import init_distributed
+        >>> context = init_distributed()  # plain python: no RANK / WORLD_SIZE set
+        >>> context.rank, context.world_size, context.backend
+        (0, 1, None)
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -138,26 +187,61 @@ def init_distributed(
 
 
 def cleanup_distributed() -> None:
-    """Destroy the process group, if any (call once at the end of a torchrun script)."""
+    """Destroy the process group, if any (call once at the end of a torchrun script).
+
+    Example:
+        >>> import torch.distributed as dist
+        >>> from attnkit.train import cleanup_distributed, init_distributed
+        >>> context = init_distributed()
+        >>> cleanup_distributed()  # safe without a process group: nothing to destroy
+        >>> dist.is_initialized()
+        False
+    """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def barrier() -> None:
-    """Wait until every rank gets here (nothing to wait for in a single process)."""
+    """Wait until every rank gets here (nothing to wait for in a single process).
+
+    Example:
+        >>> from attnkit.train import barrier, is_main_process
+        >>> if is_main_process():
+        ...     print("rank 0 writes the vocabulary")
+        rank 0 writes the vocabulary
+        >>> barrier()  # under torchrun, the other ranks wait here before reading it
+    """
     if is_distributed():
         dist.barrier()
 
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
-    """Sum ``tensor`` in place over all ranks (identity in a single process); returns it."""
+    """Sum ``tensor`` in place over all ranks (identity in a single process); returns it.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.train import all_reduce_sum
+        >>> totals = torch.tensor([12.0, 4.0])  # this rank's (loss sum, token count)
+        >>> all_reduce_sum(totals) is totals  # summed in place, and returned
+        True
+        >>> loss_sum, tokens = totals.tolist()  # alone: unchanged; else: over all ranks
+        >>> loss_sum / tokens
+        3.0
+    """
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s picklable ``obj`` on every rank."""
+    """Rank ``src``'s picklable ``obj`` on every rank (``obj`` itself in a single process).
+
+    Example:
+        >>> from attnkit.train import broadcast_object, is_main_process
+        >>> vocab = {"<pad>": 0, "a": 1} if is_main_process() else None  # built on rank 0
+        >>> broadcast_object(vocab)  # every rank now holds rank 0's vocabulary
+        {'<pad>': 0, 'a': 1}
+    """
     if not is_distributed():
         return obj
     box = [obj]
@@ -166,7 +250,16 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 
 def all_gather_object(obj: Any) -> list[Any]:
-    """Every rank's picklable ``obj``, in rank order (``[obj]`` in a single process)."""
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` in a single process).
+
+    Example:
+        >>> from attnkit.train import all_gather_object
+        >>> per_rank = all_gather_object({"correct": 7, "total": 10})  # one dict per rank
+        >>> len(per_rank)
+        1
+        >>> sum(r["correct"] for r in per_rank) / sum(r["total"] for r in per_rank)
+        0.7
+    """
     if not is_distributed():
         return [obj]
     gathered: list[Any] = [None] * dist.get_world_size()
@@ -193,7 +286,16 @@ def is_fsdp(model: nn.Module) -> bool:
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The user's module inside DDP / ``torch.compile`` wrappers (FSDP2 shards in place)."""
+    """The user's module inside DDP / ``torch.compile`` wrappers (FSDP2 shards in place).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.train import unwrap_model
+        >>> model = torch.nn.Linear(4, 2)
+        >>> compiled = torch.compile(model)  # a wrapper; compiles lazily on the first call
+        >>> unwrap_model(compiled) is model, unwrap_model(model) is model
+        (True, True)
+    """
     while True:
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
@@ -222,8 +324,18 @@ def wrap_model(
     every unit module (class names in ``fsdp_units``, default: ending in
     ``Layer`` or ``Block``) and then on the root, sharding parameters,
     gradients and optimizer state over the ranks — for models whose full
-    training state does not fit one device. ``"none"``: unchanged.
+    training state does not fit one device. ``"none"``, or no process group
+    (a plain ``python`` run rather than ``torchrun``): unchanged.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.train import wrap_model
+        >>> model = torch.nn.Linear(4, 2)
+        >>> wrap_model(model, "ddp", torch.device("cpu")) is model  # no process group
+        True
     """
+    if strategy not in ("none", "ddp", "fsdp"):
+        raise ValueError(f"strategy must be 'none', 'ddp' or 'fsdp'; got {strategy!r}")
     if strategy == "none" or not (dist.is_available() and dist.is_initialized()):
         return model
     if strategy == "ddp":
@@ -231,14 +343,12 @@ def wrap_model(
         return nn.parallel.DistributedDataParallel(
             model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
         )
-    if strategy == "fsdp":
-        fully_shard = _fsdp2().fully_shard
-        for module in list(model.modules())[1:]:
-            if _fsdp_unit(module, fsdp_units):
-                fully_shard(module)
-        fully_shard(model)
-        return model
-    raise ValueError(f"strategy must be 'none', 'ddp' or 'fsdp'; got {strategy!r}")
+    fully_shard = _fsdp2().fully_shard  # strategy == "fsdp"
+    for module in list(model.modules())[1:]:
+        if _fsdp_unit(module, fsdp_units):
+            fully_shard(module)
+    fully_shard(model)
+    return model
 
 
 @contextlib.contextmanager
@@ -267,7 +377,18 @@ class ShardedBatchSource:
     rank's one, so every rank's saved position is the same (the end of the
     group); a last incomplete group is dropped so that all ranks take the same
     number of steps. One optimizer step then sees ``world_size`` consecutive
-    source batches per accumulation micro-batch.
+    source batches per accumulation micro-batch. Under ``torchrun`` the Trainer
+    wraps a source that does not shard itself in one.
+
+    Example:
+        >>> from attnkit.train import ShardedBatchSource
+        >>> batches = ["b0", "b1", "b2", "b3", "b4"]  # any iterable of batches
+        >>> for rank in range(2):  # what each of 2 processes would see
+        ...     print(rank, list(ShardedBatchSource(batches, rank, world_size=2)))
+        0 ['b0', 'b2']
+        1 ['b1', 'b3']
+        >>> len(ShardedBatchSource(batches, 0, world_size=2))  # "b4" is dropped on every rank
+        2
     """
 
     def __init__(self, source: Any, rank: int, world_size: int) -> None:

@@ -55,7 +55,23 @@ class MetricsLogger:
     Every record has ``kind`` (``"train"``, ``"eval"`` or ``"event"``),
     ``step`` and ``time``. With ``tensorboard=True`` numeric values also go to
     ``<output_dir>/tensorboard`` as ``<kind>/<name>``. A disabled logger (no
-    directory, or not the main process) does nothing.
+    directory, or not the main process) does nothing. Non-finite floats are
+    written as strings (``"nan"``, ``"inf"``) and scalar tensors as numbers.
+
+    Example:
+        >>> import tempfile
+        >>> import torch
+        >>> from attnkit.train import MetricsLogger, read_metrics
+        >>> logger = MetricsLogger(tempfile.mkdtemp())
+        >>> logger.log("train", 10, {"loss": torch.tensor(2.5), "lr": 1e-3})
+        >>> logger.log("eval", 10, {"val_loss": float("nan")})
+        >>> logger.close()
+        >>> for record in read_metrics(logger.path):
+        ...     print(record["kind"], record["step"], record.get("loss"), record.get("val_loss"))
+        train 10 2.5 None
+        eval 10 None nan
+        >>> MetricsLogger(None).enabled  # no directory: logs nothing
+        False
     """
 
     def __init__(
@@ -106,7 +122,21 @@ def _tensorboard_writer(log_dir: Path) -> Any:
 
 
 def read_metrics(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
-    """The records of a metrics JSONL file (only ``kind`` ones if given)."""
+    """The records of a metrics JSONL file (only ``kind`` ones if given), in file order.
+
+    Example:
+        >>> import json
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from attnkit.train import read_metrics
+        >>> path = Path(tempfile.mkdtemp()) / "metrics.jsonl"
+        >>> with path.open("w") as handle:
+        ...     for step, loss in ((10, 3.1), (20, 2.4)):
+        ...         print(json.dumps({"kind": "train", "step": step, "loss": loss}), file=handle)
+        ...     print(json.dumps({"kind": "eval", "step": 20, "val_loss": 2.6}), file=handle)
+        >>> len(read_metrics(path)), [r["loss"] for r in read_metrics(path, kind="train")]
+        (3, [3.1, 2.4])
+    """
     records = []
     for line in Path(path).read_text().splitlines():
         if line.strip():
@@ -122,7 +152,27 @@ def _numeric(records: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 
 def plot_loss_curve(metrics_path: str | Path, out_path: str | Path) -> Path:
-    """Plot training loss (and eval metrics whose name contains ``loss``) against step."""
+    """Plot training loss (and eval metrics whose name contains ``loss``) against step.
+
+    Args:
+        metrics_path: a ``metrics.jsonl`` written by :class:`MetricsLogger`.
+        out_path: the image to write (format from its suffix, e.g. ``.png``).
+
+    Returns:
+        ``out_path`` as a ``Path``.
+
+    Example:
+        >>> import tempfile
+        >>> from attnkit.train import MetricsLogger, plot_loss_curve
+        >>> run = tempfile.mkdtemp()
+        >>> logger = MetricsLogger(run)
+        >>> for step, loss in ((10, 3.0), (20, 2.2), (30, 1.9)):
+        ...     logger.log("train", step, {"loss": loss})
+        >>> logger.log("eval", 30, {"val_loss": 2.1})
+        >>> image = plot_loss_curve(logger.path, f"{run}/loss.png")
+        >>> image.name, image.read_bytes()[1:4]
+        ('loss.png', b'PNG')
+    """
     from matplotlib.figure import Figure
 
     records = read_metrics(metrics_path)

@@ -33,6 +33,17 @@ class LossOutput:
 
     ``logs`` values (floats or scalar tensors) are averaged over the step's
     micro-batches and written to the metrics log with the loss.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.train import LossOutput
+        >>> def mse_loss(model, batch):  # a LossFn: the sum and its count, not the mean
+        ...     x, y = batch
+        ...     squared = (model(x) - y).pow(2)
+        ...     return LossOutput(squared.sum(), squared.numel(), {"max": squared.max()})
+        >>> out = mse_loss(torch.nn.Identity(), (torch.full((2, 3), 2.0), torch.zeros(2, 3)))
+        >>> out.loss_sum.item(), out.num_tokens, out.logs["max"].item()
+        (24.0, 6, 4.0)
     """
 
     loss_sum: Tensor
@@ -59,6 +70,17 @@ def label_smoothed_cross_entropy(
 
     Returns:
         ``(loss_sum, num_tokens)``: scalar float32 (or float64) sum and int64 count.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.train import label_smoothed_cross_entropy
+        >>> logits = torch.tensor([[[0.0, 4.0, 0.0], [4.0, 0.0, 0.0]]])  # (B, T, V) = (1, 2, 3)
+        >>> targets = torch.tensor([[1, 0]])  # (B, T); the second position is padding
+        >>> for eps in (0.0, 0.1):  # smoothing penalises the confident right answer
+        ...     loss, count = label_smoothed_cross_entropy(logits, targets, pad_id=0, smoothing=eps)
+        ...     print(count.item(), round(loss.item(), 3))
+        1 0.036
+        1 0.303
     """
     if logits.shape[:-1] != targets.shape:
         raise ValueError(
@@ -92,6 +114,19 @@ def seq2seq_loss(
     ``lambda m, s, t: m(s, decoder_input_ids=t).logits`` for T5. The loss is
     :func:`label_smoothed_cross_entropy` against ``batch.tgt_out``; the logs
     carry the teacher-forced ``token_accuracy``.
+
+    Example:
+        >>> import torch
+        >>> from types import SimpleNamespace
+        >>> from attnkit.models import Transformer, TransformerConfig
+        >>> from attnkit.train import seq2seq_loss
+        >>> model = Transformer.from_config(TransformerConfig(
+        ...     12, 12, d_model=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1))
+        >>> batch = SimpleNamespace(src=torch.tensor([[5, 6, 7, 0]]),  # (B, S), 0 = pad
+        ...     tgt_in=torch.tensor([[1, 5, 6, 7]]), tgt_out=torch.tensor([[5, 6, 7, 0]]))
+        >>> out = seq2seq_loss(pad_id=0, smoothing=0.1)(model, batch)
+        >>> out.num_tokens.item(), out.loss_sum.shape, list(out.logs)
+        (3, torch.Size([]), ['token_accuracy'])
     """
     forward = forward or (lambda model, src, tgt_in: model(src, tgt_in))
 
@@ -127,6 +162,17 @@ def model_output_loss(model: nn.Module, batch: Any) -> LossOutput:
     The mean is turned back into a sum with ``output.num_tokens`` if the output
     has it, else ``batch.num_tokens``, else 1 (then micro-batches count equally).
     The batch is passed to the model as :func:`call_model` does.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> from attnkit.train import model_output_loss
+        >>> gpt = GPT(GPTConfig(vocab_size=20, max_len=8, d_model=16, num_heads=2, num_layers=1))
+        >>> gpt = gpt.eval()  # no dropout, so both calls below see the same function
+        >>> ids = torch.tensor([[1, 2, 3, 4, 5]])
+        >>> out = model_output_loss(gpt, {"input_ids": ids, "labels": ids})  # gpt(**batch)
+        >>> out.num_tokens, torch.allclose(out.loss_sum, gpt(input_ids=ids, labels=ids).loss)
+        (1, True)
     """
     output = call_model(model, batch)
     loss = getattr(output, "loss", None)

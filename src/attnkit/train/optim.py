@@ -44,6 +44,18 @@ def parameter_groups(
     two dimensions (gains, scales). ``decay_embeddings=True`` decays embedding
     tables like other matrices (as GPT-2 / nanoGPT do). Frozen parameters are
     left out; each shared parameter appears once. Groups carry a ``"name"`` key.
+
+    Example:
+        >>> from torch import nn
+        >>> from attnkit.train import parameter_groups
+        >>> model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.LayerNorm(4))
+        >>> for group in parameter_groups(model, weight_decay=0.1):  # Linear.weight is decayed
+        ...     print(group["name"], len(group["params"]), group["weight_decay"])
+        decay 1 0.1
+        no_decay 4 0.0
+        >>> groups = parameter_groups(model, 0.1, decay_embeddings=True)
+        >>> [len(group["params"]) for group in groups]  # the embedding table moved to decay
+        [2, 3]
     """
     no_decay_ids = _no_decay_ids(model, embeddings=not decay_embeddings)
     decay, no_decay = [], []
@@ -67,6 +79,16 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     Tries ``fused=True`` (CUDA, and CPU in torch >= 2.4) and falls back to the
     ``foreach`` implementation when the parameters' device or dtype has no
     fused kernel.
+
+    Example:
+        >>> from torch import nn
+        >>> from attnkit.train import TrainConfig, build_optimizer
+        >>> config = TrainConfig(max_steps=100, lr=3e-4, weight_decay=0.1)
+        >>> optimizer = build_optimizer(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)), config)
+        >>> type(optimizer).__name__, [g["weight_decay"] for g in optimizer.param_groups]
+        ('AdamW', [0.1, 0.0])
+        >>> optimizer.defaults["lr"], optimizer.defaults["betas"]
+        (0.0003, (0.9, 0.98))
     """
     groups = parameter_groups(model, config.weight_decay, decay_embeddings=config.decay_embeddings)
     if not groups:

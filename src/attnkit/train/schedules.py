@@ -27,7 +27,17 @@ __all__ = [
 
 
 def noam_factor(step: int, *, d_model: int, warmup_steps: int, factor: float = 1.0) -> float:
-    """``factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)`` (Vaswani et al. 2017)."""
+    """``factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)`` (Vaswani et al. 2017).
+
+    Rises linearly to its peak at ``step == warmup_steps``, then decays as ``step^-0.5``.
+
+    Example:
+        >>> from attnkit.train import noam_factor
+        >>> steps = (1000, 4000, 16000)  # the paper's base model: d_model 512, 4000 warm-up steps
+        >>> factors = [noam_factor(s, d_model=512, warmup_steps=4000) for s in steps]
+        >>> tuple(round(f * 1e4, 2) for f in factors)  # in units of 1e-4: peak at step 4000
+        (1.75, 6.99, 3.49)
+    """
     step = max(step, 1)
     return factor * d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
 
@@ -40,7 +50,13 @@ def _warmup(step: int, warmup_steps: int) -> float | None:
 
 
 def constant_factor(step: int, *, warmup_steps: int = 0) -> float:
-    """Linear warm-up to 1 over ``warmup_steps``, then 1."""
+    """Linear warm-up to 1 over ``warmup_steps``, then 1.
+
+    Example:
+        >>> from attnkit.train import constant_factor
+        >>> [constant_factor(step, warmup_steps=4) for step in range(1, 7)]  # steps 1 to 6
+        [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    """
     warm = _warmup(step, warmup_steps)
     return 1.0 if warm is None else warm
 
@@ -54,7 +70,15 @@ def _progress(step: int, warmup_steps: int, total_steps: int) -> float:
 def linear_factor(
     step: int, *, warmup_steps: int, total_steps: int, min_ratio: float = 0.0
 ) -> float:
-    """Warm-up, then linear decay from 1 to ``min_ratio`` at ``total_steps``."""
+    """Warm-up, then linear decay from 1 to ``min_ratio`` at ``total_steps``.
+
+    Example:
+        >>> from attnkit.train import linear_factor
+        >>> factors = [linear_factor(s, warmup_steps=2, total_steps=6, min_ratio=0.2)
+        ...            for s in range(1, 9)]
+        >>> tuple(round(f, 2) for f in factors)  # stays at min_ratio after total_steps
+        (0.5, 1.0, 0.8, 0.6, 0.4, 0.2, 0.2, 0.2)
+    """
     warm = _warmup(step, warmup_steps)
     if warm is not None:
         return warm
@@ -64,7 +88,14 @@ def linear_factor(
 def cosine_factor(
     step: int, *, warmup_steps: int, total_steps: int, min_ratio: float = 0.0
 ) -> float:
-    """Warm-up, then half-cosine decay from 1 to ``min_ratio`` at ``total_steps``."""
+    """Warm-up, then half-cosine decay from 1 to ``min_ratio`` at ``total_steps``.
+
+    Example:
+        >>> from attnkit.train import cosine_factor
+        >>> factors = [cosine_factor(s, warmup_steps=2, total_steps=6) for s in range(1, 7)]
+        >>> tuple(round(f, 2) for f in factors)  # steps 1-2 warm up, 3-6 decay to min_ratio 0
+        (0.5, 1.0, 0.85, 0.5, 0.15, 0.0)
+    """
     warm = _warmup(step, warmup_steps)
     if warm is not None:
         return warm
@@ -107,6 +138,24 @@ def build_scheduler(
     total_steps: int | None = None,
     d_model: int | None = None,
 ) -> LambdaLR:
-    """``LambdaLR`` applying :func:`schedule_function`; call ``.step()`` after each update."""
+    """``LambdaLR`` applying :func:`schedule_function`; call ``.step()`` after each update.
+
+    The learning rate is the optimizer's base ``lr`` times the schedule's factor;
+    ``total_steps`` is needed by ``linear`` and ``cosine``, ``d_model`` by ``noam``.
+
+    Example:
+        >>> from torch import nn
+        >>> from attnkit.train import TrainConfig, build_optimizer, build_scheduler
+        >>> config = TrainConfig(max_steps=6, lr=1e-3, schedule="linear", warmup_steps=2)
+        >>> optimizer = build_optimizer(nn.Linear(2, 2), config)
+        >>> scheduler = build_scheduler(optimizer, config, total_steps=6)
+        >>> lrs = []
+        >>> for step in range(6):  # training: backward(), optimizer.step(), scheduler.step()
+        ...     lrs.append(round(scheduler.get_last_lr()[0], 6))
+        ...     optimizer.step()
+        ...     scheduler.step()
+        >>> lrs
+        [0.0005, 0.001, 0.00075, 0.0005, 0.00025, 0.0]
+    """
     function = schedule_function(config, total_steps=total_steps, d_model=d_model)
     return LambdaLR(optimizer, lambda index: function(index + 1))

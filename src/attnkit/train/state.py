@@ -20,7 +20,22 @@ class TrainSummary:
 
     ``stop_reason``: ``"max_steps"``, ``"max_epochs"``, ``"early_stopping"``,
     ``"non_finite_loss"``, ``"signal"`` (SIGINT/SIGTERM; ``signal`` names it) or
-    ``"callback"``; ``message`` says it in words.
+    ``"callback"``; ``message`` says it in words. ``checkpoint`` and
+    ``best_checkpoint`` are the last and best checkpoint directories written (if
+    any); :meth:`to_dict` turns them into strings for ``results.json``.
+
+    Example:
+        >>> import json
+        >>> from pathlib import Path
+        >>> from attnkit.train import TrainSummary
+        >>> summary = TrainSummary(steps=500, epochs=2, tokens=64_000, stop_reason="max_steps",
+        ...                        message="reached max_steps=500", final_loss=1.25,
+        ...                        checkpoint=Path("runs/copy/checkpoints/step_00000500"))
+        >>> record = summary.to_dict()
+        >>> record["checkpoint"], record["best_checkpoint"]
+        ('runs/copy/checkpoints/step_00000500', None)
+        >>> json.loads(json.dumps(record))["final_loss"]
+        1.25
     """
 
     steps: int
@@ -80,7 +95,17 @@ class LogWindow:
 
 def move_to_device(batch: Any, device: torch.device) -> Any:
     """``batch.to(device)`` if it has one, else its tensors moved inside mappings,
-    lists, tuples and dataclasses; anything else unchanged."""
+    lists, tuples and dataclasses; anything else unchanged.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.train import move_to_device
+        >>> batch = {"input_ids": torch.ones(2, 3), "lengths": (torch.zeros(2), 3), "name": "x"}
+        >>> moved = move_to_device(batch, torch.device("cpu"))
+        >>> lengths, count = moved["lengths"]
+        >>> moved["input_ids"].device.type, lengths.device.type, count, moved["name"]
+        ('cpu', 'cpu', 3, 'x')
+    """
     if callable(getattr(batch, "to", None)):
         return batch.to(device)
     if isinstance(batch, Mapping):
