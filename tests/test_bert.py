@@ -48,6 +48,25 @@ def test_shapes_of_every_head():
     assert BertForTokenClassification(config())(ids).logits.shape == (2, 9, 3)
 
 
+def test_mean_pooling_classifies_the_mean_of_the_real_tokens_states():
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config(classifier_pooling="mean")).eval()
+    assert model.bert.pooler is None  # no unused parameters
+    ids = torch.randint(1, 50, (2, 7))
+    ids[1, 4:] = 0  # padding
+    states = model.bert(ids).last_hidden_state.double()
+    means = torch.stack([states[0].mean(0), states[1, :4].mean(0)])  # by hand, per row
+    expected = means @ model.classifier.weight.double().T + model.classifier.bias.double()
+    torch.testing.assert_close(model(ids).logits.double(), expected, atol=1e-6, rtol=0)
+    # padding does not change a sentence's logits
+    torch.testing.assert_close(model(ids[1:, :4]).logits, model(ids[1:]).logits, atol=1e-5, rtol=0)
+
+
+def test_unknown_classifier_pooling_is_named():
+    with pytest.raises(ValueError, match=r"classifier_pooling must be one of .*got 'max'"):
+        config(classifier_pooling="max")
+
+
 def test_padding_is_masked_by_default_and_does_not_change_real_tokens():
     model = BertModel(config()).eval()
     ids = torch.randint(1, 50, (1, 6))

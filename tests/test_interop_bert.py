@@ -139,6 +139,25 @@ def test_a_bare_encoder_loads_for_fine_tuning_with_a_fresh_head(tmp_path, caplog
         )
 
 
+def test_mean_pooling_fine_tuning_skips_the_pooler_and_round_trips(tmp_path):
+    hf = saved_hf("base", tmp_path / "hf")
+    model = from_pretrained(
+        tmp_path / "hf", task="sequence_classification", classifier_pooling="mean"
+    ).eval()
+    assert model.bert.pooler is None
+    ids, mask, _ = inputs()
+    with torch.no_grad():
+        states = hf(ids, attention_mask=mask).last_hidden_state
+        weights = mask[..., None].float()
+        expected = model.classifier((states * weights).sum(1) / weights.sum(1))
+        torch.testing.assert_close(model(ids, mask).logits, expected, atol=1e-5, rtol=0)
+    save_pretrained(model, tmp_path / "attnkit")
+    reloaded = from_pretrained(tmp_path / "attnkit").eval()
+    assert reloaded.config.classifier_pooling == "mean"
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(ids, mask).logits, model(ids, mask).logits)
+
+
 def test_a_task_checkpoint_loads_as_the_bare_encoder(tmp_path, caplog):
     saved_hf("pretraining", tmp_path)
     with caplog.at_level(logging.WARNING, logger="attnkit.interop._checkpoint"):

@@ -75,6 +75,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> BertConfig:
         "pad_id": hf.get("pad_token_id") or 0,
         "num_labels": num_labels,
         "classifier_dropout": hf.get("classifier_dropout"),
+        "classifier_pooling": hf.get("classifier_pooling", "cls"),
         "init_std": hf.get("initializer_range", 0.02),
     }
     return BertConfig(**{**values, **overrides})
@@ -105,6 +106,8 @@ def config_to_hf(config: BertConfig, task: str) -> dict[str, Any]:
         "id2label": {str(i): f"LABEL_{i}" for i in range(config.num_labels)},
         "label2id": {f"LABEL_{i}": i for i in range(config.num_labels)},
         "classifier_dropout": config.classifier_dropout,
+        # not a transformers key (transformers keeps it and reads [CLS]); attnkit reads it back
+        "classifier_pooling": config.classifier_pooling,
         "initializer_range": config.init_std,
         "position_embedding_type": "absolute",
     }

@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100
+CLASSIFIER_POOLINGS = ("cls", "mean")
 
 
 @dataclass
@@ -60,6 +61,9 @@ class BertConfig:
         pad_id: padding token id (the attention mask default).
         num_labels: outputs of the classification heads.
         classifier_dropout: dropout before classification heads (default ``dropout``).
+        classifier_pooling: what the sequence classifier reads: ``"cls"`` (BERT's
+            pooler over ``[CLS]``) or ``"mean"`` (the mean of the real tokens' final
+            states, the readout sentence-embedding checkpoints are trained with).
         init_std: standard deviation of the normal initialisation.
         positional: ``"learned"`` (BERT's own table) or any other scheme of
             :func:`attnkit.nn.position_scheme` (bidirectional); ``position_options``
@@ -89,6 +93,7 @@ class BertConfig:
     pad_id: int = 0
     num_labels: int = 2
     classifier_dropout: float | None = None
+    classifier_pooling: str = "cls"
     init_std: float = 0.02
     positional: str = "learned"
     position_options: dict = field(default_factory=dict)
@@ -101,6 +106,11 @@ class BertConfig:
         check_divisible(self.d_model, self.num_heads)
         if self.num_labels < 1:
             raise ValueError(f"num_labels must be >= 1; got {self.num_labels}")
+        if self.classifier_pooling not in CLASSIFIER_POOLINGS:
+            raise ValueError(
+                f"classifier_pooling must be one of {CLASSIFIER_POOLINGS}; "
+                f"got {self.classifier_pooling!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -333,7 +343,12 @@ class _BertWithHead(nn.Module):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.config = config
-        self.bert = BertModel(config, pooler=self.uses_pooler)
+        self.bert = BertModel(config, pooler=self.wants_pooler(config))
+
+    @classmethod
+    def wants_pooler(cls, config: BertConfig) -> bool:
+        """Whether this head reads BERT's pooler (its weights are then loaded and trained)."""
+        return cls.uses_pooler
 
 
 class BertForMaskedLM(_BertWithHead):
@@ -372,6 +387,18 @@ class BertForPreTraining(BertForMaskedLM):
 
     The loss is the MLM loss plus the NSP cross-entropy when both
     ``labels`` and ``next_sentence_label (B,)`` are given (as in the paper).
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import BertConfig, BertForPreTraining
+        >>> config = BertConfig(vocab_size=100, d_model=32, num_heads=4, num_layers=2, d_ff=64)
+        >>> ids = torch.tensor([[2, 15, 4, 3, 17, 18, 3]])  # 2: CLS, 3: SEP, 4: MASK
+        >>> types = torch.tensor([[0, 0, 0, 0, 1, 1, 1]])  # sentence A, then sentence B
+        >>> labels = torch.tensor([[-100, -100, 16, -100, -100, -100, -100]])
+        >>> out = BertForPreTraining(config)(ids, token_type_ids=types, labels=labels,
+        ...                                  next_sentence_label=torch.tensor([0]))
+        >>> tuple(out.logits.shape), tuple(out.extra["nsp_logits"].shape), out.loss.dim()
+        ((1, 7, 100), (1, 2), 0)
     """
 
     uses_pooler = True
@@ -404,6 +431,10 @@ class BertForPreTraining(BertForMaskedLM):
 class BertForSequenceClassification(_BertWithHead):
     """``dropout(pooled) -> Linear(D, num_labels)``: ``logits (B, num_labels)``.
 
+    ``pooled`` is BERT's pooler over ``[CLS]`` or, with
+    ``config.classifier_pooling="mean"``, the mean of the real tokens' states
+    (no pooler is built then).
+
     Loss: cross-entropy over ``labels (B,)``, or mean squared error when
     ``num_labels == 1`` (regression), as Hugging Face does.
 
@@ -428,8 +459,10 @@ class BertForSequenceClassification(_BertWithHead):
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, *, labels=None, **kwargs
     ) -> ModelOutput:
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_id
         encoded = self.bert(input_ids, attention_mask, **kwargs)
-        logits = self.classifier(self.dropout(encoded.pooled))
+        logits = self.classifier(self.dropout(self._sentence_vector(encoded, attention_mask)))
         loss = None
         if labels is not None:
             if self.config.num_labels == 1:
@@ -438,9 +471,36 @@ class BertForSequenceClassification(_BertWithHead):
                 loss = F.cross_entropy(upcast(logits), labels.view(-1))
         return ModelOutput(logits, loss, encoded.attentions, encoded.hidden_states)
 
+    @classmethod
+    def wants_pooler(cls, config: BertConfig) -> bool:
+        return config.classifier_pooling == "cls"
+
+    def _sentence_vector(self, encoded: EncoderOutput, attention_mask: Tensor) -> Tensor:
+        """``(B, D)``: the pooled ``[CLS]`` state, or the mean over real tokens."""
+        if self.config.classifier_pooling == "cls":
+            return encoded.pooled
+        states = encoded.last_hidden_state
+        weights = attention_mask.to(states.dtype).unsqueeze(-1)  # (B, T, 1)
+        # clamp: a row without real tokens gives zeros, not 0/0
+        return (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
 
 class BertForTokenClassification(_BertWithHead):
-    """``dropout(h) -> Linear(D, num_labels)`` per token: ``logits (B, T, num_labels)``."""
+    """``dropout(h) -> Linear(D, num_labels)`` per token: ``logits (B, T, num_labels)``.
+
+    The loss is the cross-entropy over ``labels (B, T)`` where they are not ``-100``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import BertConfig, BertForTokenClassification
+        >>> config = BertConfig(vocab_size=100, d_model=32, num_heads=4, num_layers=2, d_ff=64,
+        ...                     num_labels=5)
+        >>> ids = torch.tensor([[2, 15, 16, 17, 3, 0]])  # CLS, three words, SEP, padding
+        >>> tags = torch.tensor([[-100, 1, 2, 0, -100, -100]])  # specials and padding ignored
+        >>> out = BertForTokenClassification(config)(ids, ids != 0, labels=tags)
+        >>> tuple(out.logits.shape), out.loss.dim()
+        ((1, 6, 5), 0)
+    """
 
     uses_pooler = False
 

