@@ -202,6 +202,11 @@ def test_learns_to_copy_a_sequence():
     [
         ({"d_model": 30}, r"d_model \(30\) must be divisible by num_heads \(4\)"),
         ({"positional": "alibi?"}, "positional must be one of"),
+        ({"attention": "sparse"}, r"attention must be one of .*got 'sparse'"),
+        (
+            {"attention": "sliding_window", "attention_options": {"block_size": 8}},
+            r"attention options \['block_size'\] do not apply to 'sliding_window'",
+        ),
         ({"num_layers": 0}, "num_layers must be >= 1; got 0"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\); got 1.0"),
     ],

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from attnkit.nn.attention.factory import check_self_attention
 from attnkit.nn.position import POSITIONAL_KINDS
 
-__all__ = ["check_divisible", "check_positional", "check_positive"]
+__all__ = ["check_attention", "check_divisible", "check_positional", "check_positive"]
 
 
 def check_positive(config: Any, *names: str) -> None:
@@ -26,3 +27,9 @@ def check_positional(kind: str) -> None:
     """Raise unless ``kind`` names a scheme of :func:`attnkit.nn.position_scheme`."""
     if kind not in POSITIONAL_KINDS:
         raise ValueError(f"positional must be one of {POSITIONAL_KINDS}; got {kind!r}")
+
+
+def check_attention(config: Any) -> None:
+    """Raise unless ``config.attention`` / ``attention_options`` name a self-attention
+    variant of :func:`attnkit.nn.build_self_attention` and its settings."""
+    check_self_attention(config.attention, config.attention_options)

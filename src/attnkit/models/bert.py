@@ -20,7 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnkit.models._config import check_divisible, check_positional, check_positive
+from attnkit.models._config import (
+    check_attention,
+    check_divisible,
+    check_positional,
+    check_positive,
+)
 from attnkit.models.outputs import ModelOutput, upcast
 from attnkit.nn import (
     Dropout,
@@ -102,6 +107,7 @@ class BertConfig:
 
     def __post_init__(self) -> None:
         check_positional(self.positional)
+        check_attention(self)
         check_positive(self, "vocab_size", "max_len", "d_model", "num_heads", "num_layers", "d_ff")
         check_divisible(self.d_model, self.num_heads)
         if self.num_labels < 1:

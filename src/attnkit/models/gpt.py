@@ -22,7 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.functional import positions_from_mask
-from attnkit.models._config import check_divisible, check_positional, check_positive
+from attnkit.models._config import (
+    check_attention,
+    check_divisible,
+    check_positional,
+    check_positive,
+)
 from attnkit.models.outputs import ModelOutput, upcast
 from attnkit.nn import (
     Dropout,
@@ -102,6 +107,7 @@ class GPTConfig:
         check_positive(self, "vocab_size", "max_len", "d_model", "num_heads", "num_layers")
         check_divisible(self.d_model, self.num_heads)
         check_positional(self.positional)
+        check_attention(self)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.functional import create_padding_mask
-from attnkit.models._config import check_positional, check_positive
+from attnkit.models._config import check_attention, check_positional, check_positive
 from attnkit.models.outputs import ModelOutput, upcast
 from attnkit.nn import (
     DecoderCache,
@@ -110,6 +110,7 @@ class T5Config:
 
     def __post_init__(self) -> None:
         check_positional(self.positional)
+        check_attention(self)
         check_positive(self, "vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers")
         if self.activation not in ("relu", "geglu_tanh", "gelu", "geglu"):
             raise ValueError(

@@ -14,7 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.functional import create_padding_mask
-from attnkit.models._config import check_divisible, check_positional, check_positive
+from attnkit.models._config import (
+    check_attention,
+    check_divisible,
+    check_positional,
+    check_positive,
+)
 from attnkit.nn import (
     DecoderCache,
     Dropout,
@@ -79,6 +84,7 @@ class TransformerConfig:
         )
         check_divisible(self.d_model, self.num_heads)
         check_positional(self.positional)
+        check_attention(self)
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise ValueError(
                 "share_embeddings needs src_vocab_size == tgt_vocab_size; got "

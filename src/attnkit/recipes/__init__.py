@@ -16,6 +16,10 @@ from attnkit.recipes.image_classification import (
     train_image_classification,
 )
 from attnkit.recipes.language_model import LanguageModelRecipe, train_language_model
+from attnkit.recipes.masked_language_model import (
+    MaskedLanguageModelRecipe,
+    train_masked_language_model,
+)
 from attnkit.recipes.node_classification import (
     NodeClassificationRecipe,
     train_node_classification,
@@ -36,6 +40,7 @@ RECIPES: dict[str, type] = {
     "visual_question_answering": VisualQARecipe,
     "translation": TranslationRecipe,
     "language_model": LanguageModelRecipe,
+    "masked_language_model": MaskedLanguageModelRecipe,
     "image_classification": ImageClassificationRecipe,
     "text_classification": TextClassificationRecipe,
     "reinforcement": ReinforcementRecipe,
@@ -46,6 +51,7 @@ TRAINERS = {
     "visual_question_answering": train_visual_question_answering,
     "translation": train_translation,
     "language_model": train_language_model,
+    "masked_language_model": train_masked_language_model,
     "image_classification": train_image_classification,
     "text_classification": train_text_classification,
     "reinforcement": train_reinforcement,

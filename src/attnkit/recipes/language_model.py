@@ -160,8 +160,11 @@ def _validation_fn(recipe: LanguageModelRecipe, stream: TokenStream):
     return evaluate
 
 
-def _prepare_run(recipe: LanguageModelRecipe, text: str, resume: bool):
-    """Tokenizer and the train/val token streams, written into the run directory."""
+def prepare_token_streams(recipe: Any, text: str, resume: bool):
+    """Character tokenizer and the train/val token streams, written into the run directory.
+
+    ``recipe`` is any run recipe with a :class:`LanguageModelData` ``data`` section.
+    """
     out = prepare_run_dir(recipe)
     tokenizer_file = out / "tokenizer.json"
     if resume and tokenizer_file.is_file():
@@ -199,7 +202,7 @@ def train_language_model(recipe: LanguageModelRecipe, *, resume: bool = False) -
     """Train GPT on the corpus, select on validation loss, report it with a sample."""
     started = time.monotonic()
     text = read_corpus(recipe.data)
-    tokenizer, train_stream, val_stream = _prepare_run(recipe, text, resume)
+    tokenizer, train_stream, val_stream = prepare_token_streams(recipe, text, resume)
     model = build_model(recipe, tokenizer)
     source = LMWindowSource(
         train_stream,

@@ -12,7 +12,7 @@ from attnkit.nn.attention.relative import RelativePositionAttention
 from attnkit.nn.attention.sparse import BlockSparseAttention
 from attnkit.nn.position.schemes import PositionScheme
 
-__all__ = ["ATTENTION_KINDS", "build_self_attention"]
+__all__ = ["ATTENTION_KINDS", "build_self_attention", "check_self_attention"]
 
 ATTENTION_KINDS = ("dense", "sliding_window", "block_sparse", "linear", "performer", "lsh")
 _SPARSE = {
@@ -72,14 +72,7 @@ def build_self_attention(
         ('SlidingWindowAttention', (2, 20, 32))
     """
     options = dict(options or {})
-    if kind not in ATTENTION_KINDS:
-        raise ValueError(f"attention must be one of {ATTENTION_KINDS}; got {kind!r}")
-    unknown = set(options) - _OPTIONS[kind]
-    if unknown:
-        raise ValueError(
-            f"attention options {sorted(unknown)} do not apply to {kind!r} attention "
-            f"(it takes {sorted(_OPTIONS[kind]) or 'none'})"
-        )
+    check_self_attention(kind, options)
     scheme = scheme or PositionScheme("none")
     if scheme.relative is not None:
         if kind != "dense":
@@ -102,3 +95,27 @@ def build_self_attention(
         kernel = LinearAttention if kind == "linear" else PerformerAttention
         return kernel(d_model, num_heads, dropout, **options, **parts)
     return MultiHeadAttention(d_model, num_heads, dropout, **parts)
+
+
+def check_self_attention(kind: str, options: dict[str, Any] | None = None) -> None:
+    """Raise unless ``kind`` is an attention variant and ``options`` are its settings.
+
+    Model configs call it on construction, so a misspelled variant fails before any
+    model is built.
+
+    Example:
+        >>> from attnkit.nn.attention.factory import check_self_attention
+        >>> check_self_attention("sliding_window", {"window": 64})  # fine: returns None
+        >>> check_self_attention("sliding_window", {"block_size": 64})
+        Traceback (most recent call last):
+        ...
+        ValueError: attention options ... do not apply to 'sliding_window' attention (it takes ...)
+    """
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"attention must be one of {ATTENTION_KINDS}; got {kind!r}")
+    unknown = set(options or {}) - _OPTIONS[kind]
+    if unknown:
+        raise ValueError(
+            f"attention options {sorted(unknown)} do not apply to {kind!r} attention "
+            f"(it takes {sorted(_OPTIONS[kind]) or 'none'})"
+        )
