@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from attnkit.cli import main
-from attnkit.data.images import ImageBatcher, load_fashion_mnist, read_idx
+from attnkit.data.images import ImageBatcher, load_fashion_mnist, read_idx, write_idx
 from attnkit.recipes import ConfigError, load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -22,6 +22,13 @@ def test_fashion_mnist_loads_with_its_published_shapes():
     assert images.shape == (10000, 1, 28, 28) and images.dtype == torch.uint8
     assert labels.shape == (10000,) and set(labels.tolist()) == set(range(10))
     assert torch.bincount(labels).tolist() == [1000] * 10
+
+
+def test_write_idx_round_trips_and_takes_only_bytes(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    assert np.array_equal(read_idx(write_idx(tmp_path / "x-idx3-ubyte", images)), images)
+    with pytest.raises(ValueError, match="unsigned bytes; got dtype float32"):
+        write_idx(tmp_path / "y", images.astype(np.float32))
 
 
 def test_idx_errors_name_the_file(tmp_path):

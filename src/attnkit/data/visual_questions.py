@@ -313,14 +313,11 @@ def load_question_splits(
         >>> import tempfile
         >>> from pathlib import Path
         >>> import numpy as np
+        >>> from attnkit.data.images import write_idx
         >>> root = Path(tempfile.mkdtemp())  # tiny stand-in files in the Fashion-MNIST layout
-        >>> def write_idx(name, array):  # IDX: 0, 0, 0x08 (ubyte), ndim, big-endian sizes
-        ...     sizes = b"".join(n.to_bytes(4, "big") for n in array.shape)
-        ...     header = bytes([0, 0, 8, array.ndim]) + sizes
-        ...     _ = (root / name).write_bytes(header + array.tobytes())
         >>> for split, n in (("train", 12), ("t10k", 8)):
-        ...     write_idx(f"{split}-images-idx3-ubyte", np.zeros((n, 28, 28), dtype=np.uint8))
-        ...     write_idx(f"{split}-labels-idx1-ubyte", np.arange(n, dtype=np.uint8) % 10)
+        ...     _ = write_idx(root / f"{split}-images-idx3-ubyte", np.zeros((n, 28, 28), np.uint8))
+        ...     _ = write_idx(root / f"{split}-labels-idx1-ubyte", np.arange(n, dtype="u1") % 10)
         >>> from attnkit.data import load_question_splits
         >>> splits = load_question_splits(root, valid_images=4, test_per_image=2)
         >>> len(splits.train_images), len(splits.valid), len(splits.test)

@@ -69,6 +69,10 @@ class LanguageModelData:
     steps_per_epoch: int = 1000
     limit_chars: int | None = None
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.train_fraction < 1.0:
+            raise ConfigError(f"data.train_fraction must be in (0, 1); got {self.train_fraction}")
+
 
 @dataclass
 class SampleSettings:
@@ -102,10 +106,6 @@ class LanguageModelRecipe(RunRecipe):
     def __post_init__(self) -> None:
         reject_derived_fields(self.model, ("vocab_size",), "the tokenizer", "; remove it")
         from_dict(GPTConfig, {**self.model, "vocab_size": 1}, prefix="model")
-        if not 0.0 < self.data.train_fraction < 1.0:
-            raise ConfigError(
-                f"data.train_fraction must be in (0, 1); got {self.data.train_fraction}"
-            )
         self._set_output_dir()
 
     @classmethod

@@ -66,10 +66,6 @@ class MaskedLanguageModelRecipe(RunRecipe):
         from_dict(BertConfig, {**self.model, "vocab_size": 2}, prefix="model")
         if not 0.0 < self.mask_probability < 1.0:
             raise ConfigError(f"mask_probability must be in (0, 1); got {self.mask_probability}")
-        if not 0.0 < self.data.train_fraction < 1.0:
-            raise ConfigError(
-                f"data.train_fraction must be in (0, 1); got {self.data.train_fraction}"
-            )
         self._set_output_dir()
 
     @classmethod
