@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from attnkit.data import LMWindowSource, TextTokenizer, TokenStream
-from attnkit.data.collators import MaskedLMBatch, MaskedLMCollator
+from attnkit.data.collators import IGNORE_INDEX, MaskedLMBatch, MaskedLMCollator
 from attnkit.data.resumable import seed_from
 from attnkit.models import BertConfig, BertForMaskedLM
 from attnkit.recipes.common import (
@@ -39,8 +39,6 @@ from attnkit.recipes.schema import ConfigError, from_dict
 from attnkit.train import LossOutput, TrainConfig
 
 __all__ = ["MaskedLanguageModelRecipe", "train_masked_language_model"]
-
-IGNORE_INDEX = -100
 
 
 @dataclass
