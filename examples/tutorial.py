@@ -77,7 +77,7 @@ from attnkit.data import (
     read_classification_tsv,
 )
 from attnkit.data.collators import MaskedLMCollator
-from attnkit.data.images import load_fashion_mnist
+from attnkit.data.images import FASHION_MNIST_CLASSES, load_fashion_mnist
 from attnkit.data.number_words import NumberWordsTask
 from attnkit.functional import (
     combine_masks,
@@ -798,18 +798,6 @@ for row, answer, guess in zip(masked, answers, guesses, strict=True):
 # %%
 images, labels = load_fashion_mnist("train")
 test_images, test_labels = load_fashion_mnist("test")
-classes = [
-    "T-shirt",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "boot",
-]
 
 
 def pixels(batch: torch.Tensor) -> torch.Tensor:
@@ -824,7 +812,7 @@ for index, ax in enumerate(axes.flat):
     ax.imshow(image[4 * row : 4 * row + 4, 4 * col : 4 * col + 4], cmap="gray", vmin=0, vmax=255)
     ax.set_xticks([])
     ax.set_yticks([])
-fig.suptitle(f"a {classes[labels[0]]} as 49 patches of 4x4 pixels")
+fig.suptitle(f"a {FASHION_MNIST_CLASSES[labels[0]]} as 49 patches of 4x4 pixels")
 fig.savefig(FIGURES / "6_vit_patches.png", dpi=120)
 plt.close(fig)
 show(FIGURES / "6_vit_patches.png")
@@ -867,7 +855,8 @@ last_cls = vit_layers[-1][0].mean(0)[0, 1:].reshape(7, 7)
 rollout_cls = attention_rollout(vit_layers)[0, 0, 1:].reshape(7, 7)
 fig, axes = plt.subplots(1, 3, figsize=(9, 3))
 axes[0].imshow(test_images[0, 0], cmap="gray")
-axes[0].set_title(f"{classes[test_labels[0]]} (predicted {classes[predictions[0]]})")
+true_class, predicted_class = (FASHION_MNIST_CLASSES[i] for i in (test_labels[0], predictions[0]))
+axes[0].set_title(f"{true_class} (predicted {predicted_class})")
 for ax, weights, title in (
     (axes[1], last_cls, "[CLS] attention, last layer"),
     (axes[2], rollout_cls, "attention rollout of [CLS]"),

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from attnkit.data import CharTokenizer, LMWindowSource, TextTokenizer, TokenStream, data_root
 from attnkit.data.batching import LMBatch
@@ -138,23 +140,38 @@ def lm_loss(model: torch.nn.Module, batch: LMBatch) -> LossOutput:
     return LossOutput(loss, batch.y.numel())
 
 
+def mean_window_loss(
+    model: torch.nn.Module,
+    stream: TokenStream,
+    data: LanguageModelData,
+    num_batches: int,
+    window_loss: Callable[[torch.nn.Module, Tensor, Tensor, torch.device], LossOutput],
+) -> float:
+    """Mean loss per predicted token over ``num_batches`` windows of ``stream``: the same
+    windows at every call (a fixed seed), so evaluations compare.
+
+    ``window_loss(model, x (B, T), y (B, T), device)`` gives one batch's summed loss.
+    """
+    generator = torch.Generator().manual_seed(1234)
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for _ in range(num_batches):
+            x, y = stream.random_windows(data.batch_size, data.block_size, generator)
+            out = window_loss(model, x, y, device)
+            total += float(out.loss_sum)
+            count += out.num_tokens
+    return total / max(count, 1)
+
+
 def _validation_fn(recipe: LanguageModelRecipe, stream: TokenStream):
     """Mean validation loss over ``eval_batches`` windows, the same ones at every evaluation."""
 
+    def next_token_loss(model, x, y, device) -> LossOutput:
+        return lm_loss(model, LMBatch(x.to(device), y.to(device)))
+
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
-        generator = torch.Generator().manual_seed(1234)
-        device = next(model.parameters()).device
-        total, count = 0.0, 0
-        with torch.no_grad():
-            for _ in range(recipe.eval_batches):
-                x, y = stream.random_windows(
-                    recipe.data.batch_size, recipe.data.block_size, generator
-                )
-                batch = LMBatch(x.to(device), y.to(device))
-                out = lm_loss(model, batch)
-                total += float(out.loss_sum)
-                count += out.num_tokens
-        loss = total / count
+        loss = mean_window_loss(model, stream, recipe.data, recipe.eval_batches, next_token_loss)
         return {"val_loss": loss, "val_bpc": loss / math.log(2)}
 
     return evaluate

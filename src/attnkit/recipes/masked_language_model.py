@@ -34,7 +34,12 @@ from attnkit.recipes.common import (
     run_timings,
     write_results,
 )
-from attnkit.recipes.language_model import LanguageModelData, prepare_token_streams, read_corpus
+from attnkit.recipes.language_model import (
+    LanguageModelData,
+    mean_window_loss,
+    prepare_token_streams,
+    read_corpus,
+)
 from attnkit.recipes.schema import ConfigError, from_dict
 from attnkit.train import LossOutput, TrainConfig
 
@@ -133,18 +138,13 @@ def _validation_fn(
     at every evaluation."""
 
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
-        windows = torch.Generator().manual_seed(1234)
-        collate = masking(recipe, tokenizer, seed=4321)
-        device = next(model.parameters()).device
-        total, count = 0.0, 0
-        with torch.no_grad():
-            size = (recipe.data.batch_size, recipe.data.block_size)
-            for _ in range(recipe.eval_batches):
-                x, _ = stream.random_windows(*size, windows)
-                out = mlm_loss(model, collate(x).to(device))
-                total += float(out.loss_sum)
-                count += out.num_tokens
-        return {"val_loss": total / max(count, 1)}
+        collate = masking(recipe, tokenizer, seed=4321)  # fresh: the same masks every time
+
+        def masked_loss(model, x, _y, device) -> LossOutput:
+            return mlm_loss(model, collate(x).to(device))
+
+        loss = mean_window_loss(model, stream, recipe.data, recipe.eval_batches, masked_loss)
+        return {"val_loss": loss}
 
     return evaluate
 
