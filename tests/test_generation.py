@@ -15,12 +15,15 @@ from attnkit.generation import (
     DecodingModel,
     EncoderDecoderAdapter,
     apply_repetition_penalty,
+    apply_suppression,
     apply_temperature,
     apply_top_k,
     apply_top_p,
+    beam_search,
     generate,
     greedy_decode,
     sample,
+    suppressed_ids,
 )
 from generation_helpers import BOS, EOS, PAD, BiasedTransformer, FullForward, random_model
 
@@ -330,6 +333,39 @@ def test_sampling_errors(model, src):
         kwargs = {"max_new_tokens": 3, **kwargs}
         with pytest.raises(ValueError, match=message):
             sample(model, src, **KW, **kwargs)
+
+
+# ---------------------------------------------------------------------- suppressed tokens
+
+
+def test_apply_suppression_forbids_ids_and_checks_them():
+    logits = torch.tensor([[1.0, 3.0, 2.0], [0.0, -1.0, 5.0]])
+    ids = suppressed_ids([1, 2], 3, torch.device("cpu"))
+    assert apply_suppression(logits, ids).tolist() == [
+        [1.0, -math.inf, -math.inf],
+        [0.0] + [-math.inf] * 2,
+    ]
+    assert torch.equal(apply_suppression(logits, suppressed_ids(None, 3, logits.device)), logits)
+    with pytest.raises(ValueError, match=r"suppress_ids must be token ids in \[0, 3\); got 3"):
+        suppressed_ids([0, 3], 3, torch.device("cpu"))
+    with pytest.raises(ValueError, match="would forbid all 3 tokens"):
+        suppressed_ids([0, 1, 2], 3, torch.device("cpu"))
+
+
+def test_suppressed_tokens_are_never_generated(model, src):
+    plain = greedy_decode(model, src, max_new_tokens=10, **KW)
+    common = plain[plain > EOS].mode().values.item()  # the most frequent ordinary token
+    forbidden = [common, EOS]
+    kw = dict(max_new_tokens=10, suppress_ids=forbidden, **KW)
+    greedy = greedy_decode(model, src, **kw)
+    sampled = sample(model, src, generator=torch.Generator().manual_seed(0), **kw)
+    beams = beam_search(model, src, beam_size=3, num_return_sequences=3, **kw)
+    for out in (greedy, sampled, beams.sequences):
+        assert not torch.isin(out, torch.tensor(forbidden)).any()
+    assert greedy.size(1) == 10  # eos suppressed: every row runs to max_new_tokens
+    assert not torch.equal(greedy, plain[:, : greedy.size(1)])
+    one_beam = beam_search(model, src, beam_size=1, **kw).sequences[:, 0]
+    assert torch.equal(one_beam, greedy)
 
 
 # ---------------------------------------------------------------------- generate

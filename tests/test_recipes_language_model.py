@@ -9,11 +9,6 @@ import pytest
 from attnkit.cli import main
 from attnkit.recipes import ConfigError, load_recipe
 
-# One thread: the sampled text (and so the exact character count checked below) is then the
-# same on every machine; with two threads a tiny model may sample a special id that decodes
-# to nothing.
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shakespeare_char.yaml"
 TINY = [
     "data.limit_chars=20000",

@@ -26,9 +26,11 @@ from attnkit.generation.interface import (
 )
 from attnkit.generation.processors import (
     apply_repetition_penalty,
+    apply_suppression,
     apply_temperature,
     apply_top_k,
     apply_top_p,
+    suppressed_ids,
 )
 from attnkit.generation.rnn import RNNDecodingState, RNNSeq2SeqAdapter
 from attnkit.generation.sampling import sample
@@ -45,6 +47,7 @@ __all__ = [
     "RNNDecodingState",
     "RNNSeq2SeqAdapter",
     "apply_repetition_penalty",
+    "apply_suppression",
     "apply_temperature",
     "apply_top_k",
     "apply_top_p",
@@ -53,4 +56,5 @@ __all__ = [
     "generate",
     "greedy_decode",
     "sample",
+    "suppressed_ids",
 ]

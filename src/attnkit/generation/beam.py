@@ -39,6 +39,7 @@ Decoding stops when every input is done or at ``max_new_tokens``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,7 @@ from attnkit.generation.interface import (
     check_special_ids,
     eval_mode,
 )
+from attnkit.generation.processors import apply_suppression, suppressed_ids
 
 __all__ = ["BeamSearchOutput", "beam_search"]
 
@@ -159,6 +161,7 @@ def beam_search(
     early_stopping: bool = True,
     num_return_sequences: int = 1,
     src_mask: Tensor | None = None,
+    suppress_ids: Sequence[int] | None = None,
 ) -> BeamSearchOutput:
     """Beam search over a batch of inputs; returns each input's n-best list.
 
@@ -176,6 +179,8 @@ def beam_search(
         early_stopping: ``True`` stops an input at ``K`` finished hypotheses;
             ``False`` once none of its live beams can still improve its n-best list.
         num_return_sequences: ``n``, 1 <= n <= ``beam_size``.
+        suppress_ids: token ids never generated (their log-probabilities become
+            ``-inf``, as Hugging Face's ``suppress_tokens``).
 
     Returns:
         :class:`BeamSearchOutput` with ``sequences (B, n, L)``, ``scores (B, n)``
@@ -207,6 +212,7 @@ def beam_search(
             length_penalty=length_penalty,
             early_stopping=early_stopping,
             num_return_sequences=num_return_sequences,
+            suppress_ids=suppress_ids,
         )
 
 
@@ -221,11 +227,13 @@ def _beam_search(
     length_penalty: float,
     early_stopping: bool,
     num_return_sequences: int,
+    suppress_ids: Sequence[int] | None,
 ) -> BeamSearchOutput:
     k, max_len = beam_size, max_new_tokens
     state, logits = decoder.start(k, max_len, bos_id=bos_id)
     vocab = logits.size(-1)
     check_special_ids(vocab, eos_id=eos_id, pad_id=pad_id)
+    forbidden = suppressed_ids(suppress_ids, vocab, logits.device)
     batch = logits.size(0) // k
     device = logits.device
     dtype = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else logits.dtype
@@ -242,7 +250,8 @@ def _beam_search(
 
     for step in range(max_len):
         length = step + 1  # generated tokens once this step's token is appended
-        log_probs = torch.log_softmax(logits.to(dtype), dim=-1).view(batch, k, vocab)
+        log_probs = apply_suppression(torch.log_softmax(logits.to(dtype), dim=-1), forbidden)
+        log_probs = log_probs.view(batch, k, vocab)
         totals = (beam_scores[..., None] + log_probs).view(batch, k * vocab)
         cand_scores, cand_index = totals.topk(num_candidates, dim=1)
         cand_beam = torch.div(cand_index, vocab, rounding_mode="floor")

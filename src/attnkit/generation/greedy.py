@@ -27,6 +27,7 @@ def greedy_decode(
     eos_id: int | Sequence[int] | None = None,
     pad_id: int = 0,
     src_mask: Tensor | None = None,
+    suppress_ids: Sequence[int] | None = None,
 ) -> Tensor:
     """Pick the most likely token at every step, reusing cached keys/values.
 
@@ -41,6 +42,8 @@ def greedy_decode(
             ``max_new_tokens`` steps).
         pad_id: fills rows after their stop token.
         src_mask: bool ``(B, 1, 1, S)``; defaults to the padding mask of ``src``.
+        suppress_ids: token ids never generated (Hugging Face's ``suppress_tokens``),
+            e.g. the special tokens of a model trained on raw text.
 
     Returns:
         ``(B, L)`` generated ids without ``bos``; each row ends with ``eos`` (if it
@@ -68,4 +71,5 @@ def greedy_decode(
             bos_id=bos_id,
             eos_id=eos_id,
             pad_id=pad_id,
+            suppress_ids=suppress_ids,
         )

@@ -5,17 +5,26 @@ Each returns new logits and leaves its input untouched. Removed tokens get
 one token per row, so a row never becomes all ``-inf``.
 
 :func:`sample <attnkit.generation.sample>` applies them in the order of
-Hugging Face ``generate``: repetition penalty, temperature, top-k, top-p.
+Hugging Face ``generate``: suppressed tokens, repetition penalty, temperature,
+top-k, top-p.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["apply_repetition_penalty", "apply_temperature", "apply_top_k", "apply_top_p"]
+__all__ = [
+    "apply_repetition_penalty",
+    "apply_suppression",
+    "apply_temperature",
+    "apply_top_k",
+    "apply_top_p",
+    "suppressed_ids",
+]
 
 
 def _check_logits(logits: Tensor) -> None:
@@ -53,6 +62,46 @@ def check_repetition_penalty(penalty: float) -> None:
         raise ValueError(
             f"repetition_penalty must be a finite number > 0 (1.0 = off); got {penalty!r}"
         )
+
+
+def suppressed_ids(ids: Sequence[int] | None, vocab_size: int, device: torch.device) -> Tensor:
+    """``ids`` as a ``(n,)`` long tensor for :func:`apply_suppression` (empty for ``None``).
+
+    Raises unless every id is in ``[0, vocab_size)`` and at least one token stays allowed.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import suppressed_ids
+        >>> suppressed_ids([0, 3], 5, torch.device("cpu")).tolist()
+        [0, 3]
+    """
+    ids = [] if ids is None else list(ids)
+    for value in ids:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < vocab_size:
+            raise ValueError(
+                f"suppress_ids must be token ids in [0, {vocab_size}); got {value!r} in {ids}"
+            )
+    if len(set(ids)) >= vocab_size:
+        raise ValueError(f"suppress_ids would forbid all {vocab_size} tokens")
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
+def apply_suppression(logits: Tensor, ids: Tensor) -> Tensor:
+    """Forbid the token ``ids (n,)``: their logits in ``(N, V)`` become ``-inf``.
+
+    Hugging Face calls this ``suppress_tokens``: e.g. the special tokens of a
+    character model trained on raw text, which decode to nothing.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.generation import apply_suppression
+        >>> apply_suppression(torch.tensor([[1.0, 3.0, 2.0]]), torch.tensor([1])).tolist()
+        [[1.0, -inf, 2.0]]
+    """
+    _check_logits(logits)
+    if ids.numel() == 0:
+        return logits
+    return logits.index_fill(-1, ids, -math.inf)
 
 
 def apply_temperature(logits: Tensor, temperature: float) -> Tensor:

@@ -38,17 +38,18 @@ def sample(
     repetition_penalty: float = 1.0,
     generator: torch.Generator | None = None,
     src_mask: Tensor | None = None,
+    suppress_ids: Sequence[int] | None = None,
 ) -> Tensor:
     """Draw every next token from the model's (processed) distribution.
 
     At each step the logits ``(B, V)`` go through, in this order (as Hugging
-    Face ``generate``): the repetition penalty over the tokens this row has
+    Face ``generate``): the suppressed tokens, the repetition penalty over the tokens this row has
     generated so far (not ``bos``), ``/ temperature``, top-k, top-p; the token is
     then drawn with ``torch.multinomial`` from their softmax.
 
     Args:
         model, src, src_mask: as for :func:`~attnkit.generation.greedy_decode`.
-        max_new_tokens, bos_id, eos_id, pad_id: as for ``greedy_decode``.
+        max_new_tokens, bos_id, eos_id, pad_id, suppress_ids: as for ``greedy_decode``.
         temperature: > 0; tends to greedy decoding as it tends to 0.
         top_k: keep only the ``k`` most likely tokens (``None``: all). ``top_k=1`` is greedy.
         top_p: nucleus sampling, in ``(0, 1]`` (``None`` or 1: off).
@@ -105,4 +106,5 @@ def sample(
             bos_id=bos_id,
             eos_id=eos_id,
             pad_id=pad_id,
+            suppress_ids=suppress_ids,
         )

@@ -197,7 +197,11 @@ def prepare_token_streams(recipe: Any, text: str, resume: bool):
 
 
 def generate_text(model: GPT, tokenizer: TextTokenizer, settings: SampleSettings) -> str:
-    """Sample a continuation of ``settings.prompt`` (KV-cached, seeded)."""
+    """Sample a continuation of ``settings.prompt`` (KV-cached, seeded).
+
+    The special tokens are suppressed: raw training text never contains them,
+    and they decode to nothing, so every new token is text.
+    """
     prompt_ids = tokenizer.encode(settings.prompt) or [tokenizer.unk_id]
     room = model.config.max_len - len(prompt_ids)
     if room < 1:
@@ -211,6 +215,7 @@ def generate_text(model: GPT, tokenizer: TextTokenizer, settings: SampleSettings
         temperature=settings.temperature,
         top_k=settings.top_k,
         generator=torch.Generator(device=device).manual_seed(settings.seed),
+        suppress_ids=[tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, tokenizer.unk_id],
     )
     return settings.prompt + tokenizer.decode(new[0].tolist())
 
