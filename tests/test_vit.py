@@ -153,3 +153,40 @@ def test_learns_to_tell_where_the_bright_patch_is():
     images, labels = batch(200)
     accuracy = (model(images).logits.argmax(-1) == labels).float().mean().item()
     assert accuracy >= 0.97, accuracy
+
+
+def test_hybrid_stem_convolves_at_full_resolution_before_the_patches():
+    embed = PatchEmbedding(4, 2, 8, stem_channels=(3, 5)).eval()
+    assert embed.projection.in_channels == 5
+    images = torch.randn(2, 2, 8, 12)
+    features = embed.stem(images)
+    assert features.shape == (2, 5, 8, 12) and bool((features >= 0).all())  # ReLU maps
+    torch.testing.assert_close(embed(images), embed.projection(features).flatten(2).transpose(1, 2))
+    assert embed.grid(8, 12) == PatchEmbedding(4, 2, 8).grid(8, 12) == (2, 3)
+
+
+def test_hybrid_and_mean_pooling_options():
+    plain, hybrid = tiny(), tiny(stem_channels=[8])
+    assert not any(name.startswith("patches.stem") for name in plain.state_dict())
+    assert hybrid.config.stem_channels == (8,)
+    out = hybrid(torch.randn(2, 1, 28, 28), output_attentions=True)
+    assert out.logits.shape == (2, 10) and out.attentions[0].shape == (2, 4, 17, 17)
+
+    model = tiny(classifier_pooling="mean")
+    out = model(torch.randn(3, 1, 28, 28))
+    states = out.extra["last_hidden_state"]  # layer-normed, class token first
+    torch.testing.assert_close(out.logits, model.classifier(states[:, 1:].mean(dim=1)))
+    assert not torch.allclose(out.logits, model.classifier(states[:, 0]))
+
+    with pytest.raises(
+        ValueError, match=r"stem_channels must be positive integers .* got \[8, 0\]"
+    ):
+        tiny(stem_channels=[8, 0])
+    with pytest.raises(ValueError, match=r"classifier_pooling must be one of \('cls', 'mean'\)"):
+        tiny(classifier_pooling="max")
+
+
+def test_options_hugging_face_lacks_are_refused_on_save(tmp_path):
+    for options in ({"stem_channels": [4]}, {"classifier_pooling": "mean"}):
+        with pytest.raises(ValueError, match="Hugging Face's ViT has no convolutional stem"):
+            save_pretrained(tiny(**options), tmp_path / "out")

@@ -72,6 +72,12 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> ViTConfig:
 
 
 def config_to_hf(config: ViTConfig) -> dict[str, Any]:
+    if config.stem_channels or config.classifier_pooling != "cls":
+        raise ValueError(
+            "Hugging Face's ViT has no convolutional stem and reads the class token; got "
+            f"stem_channels={list(config.stem_channels)}, "
+            f"classifier_pooling={config.classifier_pooling!r} (save with model.state_dict())"
+        )
     return {
         "model_type": MODEL_TYPE,
         "architectures": ["ViTForImageClassification"],

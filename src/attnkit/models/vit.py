@@ -4,6 +4,11 @@ Images become a sequence of patch tokens (:class:`attnkit.nn.PatchEmbedding`),
 a learned class token is prepended, learned positions are added (resized
 bicubically for other image sizes), a pre-LN encoder runs over them, and
 the class token's final state, layer-normed, is classified.
+
+Two options beyond Hugging Face's ViT, both off by default: ``stem_channels``
+(the paper's hybrid input: a few convolutions before the patches) and
+``classifier_pooling="mean"`` (classify the mean of the patch tokens, as
+timm's ``global_pool="avg"``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from attnkit.nn import (
 
 __all__ = ["ViT", "ViTConfig"]
 
+VIT_POOLINGS = ("cls", "mean")
+
 
 @dataclass
 class ViTConfig:
@@ -40,6 +47,11 @@ class ViTConfig:
         num_labels: classes.
         qkv_bias: biases in the attention projections (query, key, value, output).
         init_std: truncated-normal initialisation's standard deviation.
+        stem_channels: widths of 3x3 convolutions (+ BatchNorm + ReLU) run at
+            full resolution before the patches (see :class:`attnkit.nn.PatchEmbedding`);
+            ``()`` is the plain ViT that Hugging Face checkpoints hold.
+        classifier_pooling: what the classifier reads: ``"cls"`` (the class
+            token, as ViT and Hugging Face) or ``"mean"`` (the mean of the patch tokens).
 
     Example:
         >>> from attnkit.models import ViTConfig
@@ -62,9 +74,23 @@ class ViTConfig:
     num_labels: int = 1000
     qkv_bias: bool = True
     init_std: float = 0.02
+    stem_channels: tuple[int, ...] = ()
+    classifier_pooling: str = "cls"
 
     def __post_init__(self) -> None:
         check_positive(self, "image_size", "patch_size", "num_channels", "d_model", "num_heads")
+        self.stem_channels = tuple(self.stem_channels)
+        if not all(
+            isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in self.stem_channels
+        ):
+            raise ValueError(
+                f"stem_channels must be positive integers (channel widths); "
+                f"got {list(self.stem_channels)}"
+            )
+        if self.classifier_pooling not in VIT_POOLINGS:
+            raise ValueError(
+                f"classifier_pooling must be one of {VIT_POOLINGS}; got {self.classifier_pooling!r}"
+            )
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size ({self.image_size}) must be a multiple of patch_size "
@@ -97,7 +123,9 @@ class ViT(nn.Module):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.config = config
-        self.patches = PatchEmbedding(config.patch_size, config.num_channels, config.d_model)
+        self.patches = PatchEmbedding(
+            config.patch_size, config.num_channels, config.d_model, config.stem_channels
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.d_model))
         num_positions = config.grid[0] * config.grid[1] + 1
         self.position_embeddings = nn.Parameter(torch.zeros(1, num_positions, config.d_model))
@@ -118,6 +146,8 @@ class ViT(nn.Module):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.reset_parameters()
         nn.init.trunc_normal_(self.position_embeddings, std=std)
         nn.init.trunc_normal_(self.cls_token, std=std)
 
@@ -160,7 +190,8 @@ class ViT(nn.Module):
             if hidden_states is not None:
                 hidden_states.append(x)
         x = self.norm(x)
-        logits = self.classifier(x[:, 0])
+        pooled = x[:, 0] if self.config.classifier_pooling == "cls" else x[:, 1:].mean(dim=1)
+        logits = self.classifier(pooled)
         loss = None
         if labels is not None:
             if labels.shape != logits.shape[:1]:

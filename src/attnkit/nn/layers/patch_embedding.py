@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
 __all__ = ["PatchEmbedding"]
@@ -14,6 +16,11 @@ class PatchEmbedding(nn.Module):
     convolution with kernel and stride ``P`` is the same as flattening each
     patch and applying one shared linear layer.
 
+    ``stem_channels`` puts a small CNN before the patches, the ViT paper's
+    *hybrid* input (its section 3.1: patches of a CNN feature map): one 3x3
+    convolution (stride 1, so the grid is unchanged) + BatchNorm + ReLU per
+    entry, and the patches are cut from its last feature map. Empty: plain ViT.
+
     Example:
         >>> import torch
         >>> from attnkit.nn import PatchEmbedding
@@ -21,13 +28,29 @@ class PatchEmbedding(nn.Module):
         >>> tokens = embed(torch.randn(2, 3, 16, 16))  # (B, C, H, W) images
         >>> tuple(tokens.shape)  # (16 / 4) * (16 / 4) = 16 patches
         (2, 16, 32)
+        >>> hybrid = PatchEmbedding(4, 3, 32, stem_channels=(16,))  # 3x3 conv, then patches
+        >>> tuple(hybrid(torch.randn(2, 3, 16, 16)).shape)
+        (2, 16, 32)
     """
 
-    def __init__(self, patch_size: int, in_channels: int, d_model: int) -> None:
+    def __init__(
+        self, patch_size: int, in_channels: int, d_model: int, stem_channels: Sequence[int] = ()
+    ) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.in_channels = in_channels
-        self.projection = nn.Conv2d(in_channels, d_model, kernel_size=patch_size, stride=patch_size)
+        self.stem = nn.Sequential()
+        channels = in_channels
+        for width in stem_channels:
+            self.stem.extend(
+                [
+                    nn.Conv2d(channels, width, kernel_size=3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(),
+                ]
+            )
+            channels = width
+        self.projection = nn.Conv2d(channels, d_model, kernel_size=patch_size, stride=patch_size)
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         """Patches per column and row of an image of ``height x width`` pixels."""
@@ -44,4 +67,4 @@ class PatchEmbedding(nn.Module):
                 f"image size {height}x{width} must be a multiple of the patch size "
                 f"{self.patch_size}"
             )
-        return self.projection(images).flatten(2).transpose(1, 2)
+        return self.projection(self.stem(images)).flatten(2).transpose(1, 2)
