@@ -147,3 +147,25 @@ def test_optimizer_is_fused_adamw_when_supported():
     assert optimizer.defaults["fused"] or optimizer.defaults["foreach"]
     assert optimizer.defaults["fused"]  # CPU has a fused AdamW since torch 2.4
     assert [g["name"] for g in optimizer.param_groups] == ["decay", "no_decay"]
+
+
+def test_adafactor_steps_scale_with_each_parameter():
+    """T5's optimizer: a step moves a parameter in proportion to its root-mean-square."""
+    model = nn.Sequential(nn.Embedding(16, 8), nn.Linear(8, 8, bias=False))
+    with torch.no_grad():
+        model[0].weight.normal_(0.0, 1.0)  # T5's embedding scale
+        model[1].weight.normal_(0.0, 0.01)
+    config = TrainConfig(max_steps=1, lr=1e-2, optimizer="adafactor", weight_decay=0.0)
+    optimizer = build_optimizer(model, config)
+    assert isinstance(optimizer, torch.optim.Adafactor)
+    assert [g["name"] for g in optimizer.param_groups] == ["decay", "no_decay"]
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.arange(16)).square().sum().backward()
+    optimizer.step()
+    relative = [
+        ((p - b).norm() / b.norm()).item() for p, b in zip(model.parameters(), before, strict=True)
+    ]
+    assert relative[0] == pytest.approx(relative[1], rel=0.5)  # alike, though 100x apart
+    assert 1e-3 < relative[0] < 2e-2
+    with pytest.raises(ValueError, match=r"optimizer must be one of \('adamw', 'adafactor'\)"):
+        TrainConfig(max_steps=1, optimizer="sgd")

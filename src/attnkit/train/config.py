@@ -10,6 +10,7 @@ __all__ = ["PRECISIONS", "SCHEDULES", "TrainConfig"]
 
 SCHEDULES = ("constant", "linear", "cosine", "noam")
 PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "adafactor")
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 
 
@@ -32,7 +33,9 @@ class TrainConfig:
 
     Optimizer: AdamW (``betas``, ``eps``, ``weight_decay``); norms, biases and
     embeddings are not decayed unless ``decay_embeddings`` (GPT-2 / nanoGPT decay
-    their embedding matrices).
+    their embedding matrices). ``optimizer="adafactor"`` is T5's optimizer
+    (``torch.optim.Adafactor``: steps relative to each parameter's scale, no
+    momentum; ``lr`` caps the relative step size, ``betas`` and ``eps`` are unused).
 
     Precision: ``fp32``; ``bf16`` (autocast); ``fp16`` (autocast + gradient scaler).
     Evaluation every ``eval_every`` steps and at the end; ``best_metric`` /
@@ -59,7 +62,8 @@ class TrainConfig:
     max_steps: int | None = None
     max_epochs: int | None = None
     accumulation_steps: int = 1
-    # optimizer (AdamW)
+    # optimizer
+    optimizer: str = "adamw"
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-9
@@ -115,6 +119,7 @@ class TrainConfig:
 
     def _check_choices(self) -> None:
         choices = {
+            "optimizer": OPTIMIZERS,
             "schedule": SCHEDULES,
             "precision": PRECISIONS,
             "best_mode": ("min", "max"),
