@@ -7,7 +7,17 @@ from typing import Any
 from attnkit.nn.attention.factory import check_self_attention
 from attnkit.nn.position import POSITIONAL_KINDS
 
-__all__ = ["check_attention", "check_divisible", "check_positional", "check_positive"]
+__all__ = [
+    "CLASSIFIER_POOLINGS",
+    "check_attention",
+    "check_classifier_pooling",
+    "check_divisible",
+    "check_positional",
+    "check_positive",
+]
+
+# What a sequence classifier reads: the first ([CLS]) token's state or the tokens' mean.
+CLASSIFIER_POOLINGS = ("cls", "mean")
 
 
 def check_positive(config: Any, *names: str) -> None:
@@ -33,3 +43,11 @@ def check_attention(config: Any) -> None:
     """Raise unless ``config.attention`` / ``attention_options`` name a self-attention
     variant of :func:`attnkit.nn.build_self_attention` and its settings."""
     check_self_attention(config.attention, config.attention_options)
+
+
+def check_classifier_pooling(pooling: str) -> None:
+    """Raise unless ``pooling`` is one of :data:`CLASSIFIER_POOLINGS`."""
+    if pooling not in CLASSIFIER_POOLINGS:
+        raise ValueError(
+            f"classifier_pooling must be one of {CLASSIFIER_POOLINGS}; got {pooling!r}"
+        )

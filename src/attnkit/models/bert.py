@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from attnkit.models._config import (
     check_attention,
+    check_classifier_pooling,
     check_divisible,
     check_positional,
     check_positive,
@@ -49,7 +50,6 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100
-CLASSIFIER_POOLINGS = ("cls", "mean")
 
 
 @dataclass
@@ -112,11 +112,7 @@ class BertConfig:
         check_divisible(self.d_model, self.num_heads)
         if self.num_labels < 1:
             raise ValueError(f"num_labels must be >= 1; got {self.num_labels}")
-        if self.classifier_pooling not in CLASSIFIER_POOLINGS:
-            raise ValueError(
-                f"classifier_pooling must be one of {CLASSIFIER_POOLINGS}; "
-                f"got {self.classifier_pooling!r}"
-            )
+        check_classifier_pooling(self.classifier_pooling)
 
     def to_dict(self) -> dict:
         return asdict(self)

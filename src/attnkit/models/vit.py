@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attnkit.models._config import check_divisible, check_positive
+from attnkit.models._config import check_classifier_pooling, check_divisible, check_positive
 from attnkit.models.outputs import ModelOutput, upcast
 from attnkit.nn import (
     Dropout,
@@ -30,8 +30,6 @@ from attnkit.nn import (
 )
 
 __all__ = ["ViT", "ViTConfig"]
-
-VIT_POOLINGS = ("cls", "mean")
 
 
 @dataclass
@@ -87,10 +85,7 @@ class ViTConfig:
                 f"stem_channels must be positive integers (channel widths); "
                 f"got {list(self.stem_channels)}"
             )
-        if self.classifier_pooling not in VIT_POOLINGS:
-            raise ValueError(
-                f"classifier_pooling must be one of {VIT_POOLINGS}; got {self.classifier_pooling!r}"
-            )
+        check_classifier_pooling(self.classifier_pooling)
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size ({self.image_size}) must be a multiple of patch_size "
