@@ -89,6 +89,8 @@ def suppressed_ids(ids: Sequence[int] | None, vocab_size: int, device: torch.dev
 def apply_suppression(logits: Tensor, ids: Tensor) -> Tensor:
     """Forbid the token ``ids (n,)``: their logits in ``(N, V)`` become ``-inf``.
 
+    Returns the input itself when ``ids`` is empty (nothing to forbid).
+
     Hugging Face calls this ``suppress_tokens``: e.g. the special tokens of a
     character model trained on raw text, which decode to nothing.
 
