@@ -102,6 +102,18 @@ def test_resume_gives_identical_losses_and_weights(tmp_path, straight):
     assert logged == list(range(1, 11))
 
 
+def test_adafactor_run_resumes_with_identical_losses(tmp_path):
+    """Adafactor's factored second moments and step counts travel in the checkpoint too."""
+    _, _, straight = _fit(tmp_path / "straight", optimizer="adafactor", lr=1e-2)
+    stop = Recorder(at_step=4, action=lambda t: t.request_stop("preempted"))
+    _, _, first = _fit(tmp_path / "run", callbacks=[stop], optimizer="adafactor", lr=1e-2)
+    resumed, _, second = _fit(
+        tmp_path / "run", model_seed=123, resume=True, optimizer="adafactor", lr=1e-2
+    )
+    assert isinstance(resumed.optimizer, torch.optim.Adafactor)
+    assert first.losses + second.losses == straight.losses
+
+
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, straight):
     previous = signal.getsignal(signal.SIGTERM)
     kill = Recorder(at_step=3, action=lambda t: os.kill(os.getpid(), signal.SIGTERM))
