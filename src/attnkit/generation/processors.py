@@ -100,9 +100,9 @@ def apply_suppression(logits: Tensor, ids: Tensor) -> Tensor:
         >>> apply_suppression(torch.tensor([[1.0, 3.0, 2.0]]), torch.tensor([1])).tolist()
         [[1.0, -inf, 2.0]]
     """
-    _check_logits(logits)
-    if ids.numel() == 0:
+    if ids.numel() == 0:  # the common case, once per decoding step: no checks, no copy
         return logits
+    _check_logits(logits)
     return logits.index_fill(-1, ids, -math.inf)
 
 
