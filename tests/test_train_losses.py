@@ -169,3 +169,57 @@ def test_adafactor_steps_scale_with_each_parameter():
     assert 1e-3 < relative[0] < 2e-2
     with pytest.raises(ValueError, match=r"optimizer must be one of \('adamw', 'adafactor'\)"):
         TrainConfig(max_steps=1, optimizer="sgd")
+
+
+def _tiny_bert():
+    from attnkit.models.bert import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=20, max_len=8, d_model=8, num_heads=2, num_layers=3, d_ff=16, num_labels=2
+    )
+    return BertForSequenceClassification(config)
+
+
+def test_layer_lr_decay_scales_each_layer_and_keeps_the_schedule():
+    """Layer-wise decay: head at lr, layer i of L at decay^(L-i), embeddings at decay^(L+1)."""
+    from attnkit.train import build_scheduler
+
+    model = _tiny_bert()
+    config = TrainConfig(
+        max_steps=10, lr=1e-3, layer_lr_decay=0.5, schedule="linear", warmup_steps=2
+    )
+    optimizer = build_optimizer(model, config)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    parameters = dict(model.named_parameters())
+    expected = {
+        "classifier.weight": 1e-3,
+        "bert.pooler.weight": 1e-3,
+        "bert.layers.2.self_attn.q_proj.weight": 5e-4,
+        "bert.layers.2.ff_block.norm.bias": 5e-4,
+        "bert.layers.0.feed_forward.linear1.weight": 1.25e-4,
+        "bert.embeddings.word.weight": 6.25e-5,
+        "bert.embeddings.norm.weight": 6.25e-5,
+    }
+    for name, lr in expected.items():
+        assert lr_of[id(parameters[name])] == pytest.approx(lr), name
+    assert len(lr_of) == len(parameters)  # every parameter in exactly one group
+    assert optimizer.param_groups[0]["lr"] == 1e-3  # the logged lr is the head's
+    decayed = {g["name"]: g["weight_decay"] for g in optimizer.param_groups}
+    assert decayed["decay.2"] == 0.01 and decayed["no_decay.2"] == 0.0
+    scheduler = build_scheduler(optimizer, config, total_steps=10)
+    ratios = [lr / scheduler.get_last_lr()[0] for lr in scheduler.get_last_lr()]
+    for _ in range(3):  # the schedule multiplies every group alike
+        optimizer.step()
+        scheduler.step()
+        now = scheduler.get_last_lr()
+        assert [lr / now[0] for lr in now] == pytest.approx(ratios)
+
+
+def test_layer_lr_decay_needs_one_layer_stack():
+    with pytest.raises(ValueError, match=r"layer_lr_decay must be in \(0, 1\]; got 1.5"):
+        TrainConfig(max_steps=1, layer_lr_decay=1.5)
+    config = TrainConfig(max_steps=1, layer_lr_decay=0.8)
+    with pytest.raises(ValueError, match=r"one stack .* found none"):
+        build_optimizer(nn.Sequential(nn.Linear(2, 2)), config)
+    with pytest.raises(ValueError, match=r"found \['decoder.layers', 'encoder.layers'\]"):
+        build_optimizer(tiny_transformer(), config)

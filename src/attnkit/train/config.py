@@ -36,6 +36,9 @@ class TrainConfig:
     their embedding matrices). ``optimizer="adafactor"`` is T5's optimizer
     (``torch.optim.Adafactor``: steps relative to each parameter's scale, no
     momentum; ``lr`` caps the relative step size, ``betas`` and ``eps`` are unused).
+    ``layer_lr_decay < 1`` (layer-wise learning-rate decay, for fine-tuning a
+    pretrained stack) scales layer ``i`` of ``L`` by ``layer_lr_decay ** (L - i)``
+    and the embeddings by ``layer_lr_decay ** (L + 1)``; the head keeps ``lr``.
 
     Precision: ``fp32``; ``bf16`` (autocast); ``fp16`` (autocast + gradient scaler).
     Evaluation every ``eval_every`` steps and at the end; ``best_metric`` /
@@ -69,6 +72,7 @@ class TrainConfig:
     eps: float = 1e-9
     weight_decay: float = 0.01
     decay_embeddings: bool = False
+    layer_lr_decay: float = 1.0
     # schedule
     schedule: str = "constant"
     warmup_steps: int = 0
@@ -116,6 +120,8 @@ class TrainConfig:
             raise ValueError("patience (early stopping) needs best_metric; got best_metric=None")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
+        if not 0.0 < self.layer_lr_decay <= 1.0:
+            raise ValueError(f"layer_lr_decay must be in (0, 1]; got {self.layer_lr_decay}")
 
     def _check_choices(self) -> None:
         choices = {

@@ -4,13 +4,14 @@ embeddings."""
 from __future__ import annotations
 
 import logging
+import re
 
 import torch
 from torch import nn
 
 from attnkit.train.config import TrainConfig
 
-__all__ = ["build_optimizer", "is_no_decay_module", "parameter_groups"]
+__all__ = ["build_optimizer", "is_no_decay_module", "layer_depths", "parameter_groups"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +36,63 @@ def _no_decay_ids(model: nn.Module, embeddings: bool) -> set[int]:
     return ids
 
 
+_LAYER_NAME = re.compile(r"^(.*?)\blayers\.(\d+)\.")
+
+
+def layer_depths(model: nn.Module) -> tuple[dict[str, int], int]:
+    """Depth of each trainable parameter in the model's one ``layers`` stack.
+
+    A parameter named ``...layers.<i>...`` has depth ``i + 1``; the parameters
+    registered before the stack (embeddings) depth 0, those after it (final
+    norm, pooler, heads) depth ``L + 1`` for ``L`` layers. Returns
+    ``(depths by name, L)``. Raises ``ValueError`` for a model without a
+    ``layers`` stack or with more than one (an encoder-decoder).
+
+    Example:
+        >>> from attnkit.models import GPT, GPTConfig
+        >>> gpt = GPT(GPTConfig(vocab_size=10, max_len=4, d_model=8, num_heads=2, num_layers=2))
+        >>> depths, num_layers = layer_depths(gpt)
+        >>> num_layers, depths["token_embedding.weight"], depths["layers.1.self_attn.q_proj.weight"]
+        (2, 0, 2)
+        >>> depths["final_norm.weight"]
+        3
+    """
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    matches = {name: _LAYER_NAME.match(name) for name, _ in named}
+    stacks = sorted({m.group(1) + "layers" for m in matches.values() if m is not None})
+    if len(stacks) != 1:
+        found = stacks or "none"
+        raise ValueError(
+            f"layer_lr_decay needs one stack of parameters named '...layers.<i>...'; found {found}"
+        )
+    num_layers = 1 + max(int(m.group(2)) for m in matches.values() if m is not None)
+    depths, after_stack = {}, False
+    for name, _ in named:
+        match = matches[name]
+        if match is not None:
+            depths[name], after_stack = int(match.group(2)) + 1, True
+        else:
+            depths[name] = num_layers + 1 if after_stack else 0
+    return depths, num_layers
+
+
 def parameter_groups(
-    model: nn.Module, weight_decay: float, *, decay_embeddings: bool = False
+    model: nn.Module,
+    weight_decay: float,
+    *,
+    decay_embeddings: bool = False,
+    layer_lr_decay: float = 1.0,
 ) -> list[dict]:
-    """Two AdamW groups: ``decay`` (weight matrices) and ``no_decay``.
+    """AdamW groups: ``decay`` (weight matrices) and ``no_decay``, split by depth on request.
 
     ``no_decay`` holds parameters of norm and embedding modules (a weight tied
     to an embedding included), biases and any other parameter with fewer than
     two dimensions (gains, scales). ``decay_embeddings=True`` decays embedding
     tables like other matrices (as GPT-2 / nanoGPT do). Frozen parameters are
-    left out; each shared parameter appears once. Groups carry a ``"name"`` key.
+    left out; each shared parameter appears once. Groups carry a ``"name"`` key
+    and an ``"lr_scale"``: 1, unless ``layer_lr_decay < 1`` splits each group
+    by :func:`layer_depths` with ``lr_scale = layer_lr_decay ** (L + 1 - depth)``
+    (names ``decay.3``, ``no_decay.0``, ...).
 
     Example:
         >>> from torch import nn
@@ -59,19 +107,23 @@ def parameter_groups(
         [2, 3]
     """
     no_decay_ids = _no_decay_ids(model, embeddings=not decay_embeddings)
-    decay, no_decay = [], []
+    depths, num_layers = layer_depths(model) if layer_lr_decay != 1.0 else ({}, -1)
+    groups: dict[tuple[str, int], dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if id(param) in no_decay_ids or name.endswith("bias") or param.ndim < 2:
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    groups = [
-        {"name": "decay", "params": decay, "weight_decay": weight_decay},
-        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
-    ]
-    return [group for group in groups if group["params"]]
+        decayed = not (id(param) in no_decay_ids or name.endswith("bias") or param.ndim < 2)
+        kind, depth = "decay" if decayed else "no_decay", depths.get(name, num_layers + 1)
+        if (kind, depth) not in groups:
+            groups[kind, depth] = {
+                "name": f"{kind}.{depth}" if depths else kind,
+                "params": [],
+                "weight_decay": weight_decay if decayed else 0.0,
+                "lr_scale": layer_lr_decay ** (num_layers + 1 - depth),
+            }
+        groups[kind, depth]["params"].append(param)
+    # the head's groups (scale 1) first: the trainer logs the first group's lr
+    return sorted(groups.values(), key=lambda group: (-group["lr_scale"], group["name"]))
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -96,9 +148,16 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
         >>> type(build_optimizer(nn.Linear(4, 4), config)).__name__
         'Adafactor'
     """
-    groups = parameter_groups(model, config.weight_decay, decay_embeddings=config.decay_embeddings)
+    groups = parameter_groups(
+        model,
+        config.weight_decay,
+        decay_embeddings=config.decay_embeddings,
+        layer_lr_decay=config.layer_lr_decay,
+    )
     if not groups:
         raise ValueError("the model has no trainable parameters")
+    for group in groups:
+        group["lr"] = config.lr * group["lr_scale"]
     if config.optimizer == "adafactor":
         return torch.optim.Adafactor(groups, lr=config.lr, foreach=True)
     kwargs = {"lr": config.lr, "betas": config.betas, "eps": config.eps}
