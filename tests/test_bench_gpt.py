@@ -84,10 +84,17 @@ def test_attnkit_generates_the_tokens_of_hf_generate_in_process():
     ]
     assert all(r["status"] == "ok" for r in records), records
     gpt.compare_tokens(records)
-    for record in records[1:]:
+    *generators, floor = records
+    for record in generators[1:]:
         assert record["same_tokens_as_hf"] is True and record["first_difference"] is None
     assert records[0]["distinct_tokens"] > 1
     assert records[2]["weights"] == "Hugging Face weights via from_pretrained"
+    # the floor streams as many float32 weights per token as the model has, and no tokens
+    assert floor["impl"] == "weights_floor" and floor["floor"] is True
+    assert "same_tokens_as_hf" not in floor
+    assert floor["parameters"] == records[0]["parameters"]
+    rate = floor["parameters"] * 4 * GENERATE_CASE.new_tokens / floor["gen_s"] / 1e9
+    assert floor["weight_gb_per_s"] == pytest.approx(rate)
 
 
 @needs_hf
@@ -208,6 +215,7 @@ def test_generate_report_shows_ratio_same_tokens_and_left_out():
         return {"impl": impl, "status": "ok", "message": "", **times, "gen_times_s": [seconds]} | {
             "new_tokens_per_s": 256 / seconds,
             "ms_per_token": seconds / 256 * 1e3,
+            "weight_gb_per_s": 10_869_120 * 4 * 256 / seconds / 1e9,
             "warmup_s": 0.5,
             "parameters": 10_869_120,
             "threads": 2,
@@ -220,10 +228,13 @@ def test_generate_report_shows_ratio_same_tokens_and_left_out():
         {"impl": "hf_uncached", "status": "skipped", "skip_reason": "unavailable", "message": "m"},
         ok("attnkit_cached", 1.0, same_tokens_as_hf=True),
         ok("attnkit_uncached", 4.0, same_tokens_as_hf=False, first_difference=17),
+        ok("weights_floor", 0.5, floor=True, distinct_tokens=1),
     ]
     markdown = render_generate_markdown(records, settings, ENV)
-    assert "| hf_cached | 128 | 1.00x | 7.81 | 2.00 | 2.00–2.00 | (reference) |" in markdown
-    assert "| attnkit_cached | 256 | 2.00x | 3.91 | 1.00 | 1.00–1.00 | yes |" in markdown
+    assert "| hf_cached | 128 | 1.00x | 7.81 | 5.56 | 2.00 | 2.00–2.00 | (reference) |" in markdown
+    assert "| attnkit_cached | 256 | 2.00x | 3.91 | 11.1 | 1.00 | 1.00–1.00 | yes |" in markdown
+    assert "| weights_floor | 512 | 4.00x | 1.95 | 22.3 |" in markdown
+    assert "| (no tokens: a floor) |" in markdown
     assert "| attnkit_uncached | 64.0 | 0.50x |" in markdown and "no (from token 17)" in markdown
     assert "| hf_uncached |" not in markdown and "- hf_uncached: left out: m" in markdown
     assert "10,869,120 parameters" in markdown and "distinct tokens in a generation: 7" in markdown

@@ -346,7 +346,7 @@ def _attnkit_generate_model(case: GenerateCase) -> tuple[nn.Module, str]:
     """attnkit's GPT with the Hugging Face model's weights (through a saved directory),
     or, without ``transformers``, a GPT-2-layout GPT initialised from the seed."""
     from attnkit.interop import from_pretrained
-    from attnkit.models import GPT, GPTConfig
+    from attnkit.models import GPT
 
     if transformers_available() is None:
         hf_model = _hf_generate_model(case).cpu()
@@ -354,7 +354,15 @@ def _attnkit_generate_model(case: GenerateCase) -> tuple[nn.Module, str]:
             hf_model.save_pretrained(directory)
             model = from_pretrained(directory)
         return model.to(case.device), "Hugging Face weights via from_pretrained"
-    config = GPTConfig(
+    model = GPT(_attnkit_generate_config(case))
+    return model.to(case.device).eval(), "fresh weights (transformers not importable)"
+
+
+def _attnkit_generate_config(case: GenerateCase):
+    """The GPT-2-layout ``GPTConfig`` of ``case``."""
+    from attnkit.models import GPTConfig
+
+    return GPTConfig(
         vocab_size=case.vocab,
         max_len=case.block,
         d_model=case.d_model,
@@ -363,7 +371,6 @@ def _attnkit_generate_model(case: GenerateCase) -> tuple[nn.Module, str]:
         dropout=0.0,
         init_std=case.init_std,
     )
-    return GPT(config).to(case.device).eval(), "fresh weights (transformers not importable)"
 
 
 def _build_attnkit_generate(case: GenerateCase, *, use_cache: bool) -> Generator:
@@ -378,6 +385,29 @@ def _build_attnkit_generate(case: GenerateCase, *, use_cache: bool) -> Generator
         return greedy_decode(adapter, None, max_new_tokens=new_tokens)
 
     return Generator(generate, count_parameters(model), {"weights": weights})
+
+
+def _build_weights_floor(case: GenerateCase) -> Generator:
+    """The memory-traffic floor of batch-1 decoding, not a generator.
+
+    At batch 1 every new token reads every weight once, so no implementation
+    can decode faster than the machine streams them. Each "token" here is one
+    matrix-vector product over a float32 matrix with as many entries as the
+    model has parameters, and nothing else; it returns zeros, not tokens.
+    """
+    from attnkit.models import GPT
+
+    parameters = count_parameters(GPT(_attnkit_generate_config(case)))
+    rows = -(-parameters // case.d_model)
+    weights = torch.randn(rows, case.d_model, device=case.device)
+    vector = torch.randn(case.d_model, device=case.device)
+
+    def generate(prompts: Tensor, new_tokens: int) -> Tensor:
+        for _ in range(new_tokens):
+            torch.mv(weights, vector)
+        return torch.zeros(1, new_tokens, dtype=torch.long)
+
+    return Generator(generate, parameters, {"floor": True})
 
 
 @dataclass(frozen=True)
@@ -417,6 +447,13 @@ GENERATE_IMPLEMENTATIONS: dict[str, GenerateImplementation] = {
             "the whole sequence",
             lambda case: _build_attnkit_generate(case, use_cache=False),
         ),
+        GenerateImplementation(
+            "weights_floor",
+            "not a generator: per token, one float32 matrix-vector product over as many "
+            "weights as the model has (each read once, nothing else): the memory-traffic "
+            "floor of batch-1 decoding",
+            _build_weights_floor,
+        ),
     )
 }
 GENERATE_BASELINE = "hf_cached"
@@ -452,6 +489,8 @@ def measure_generation(impl: str, case: GenerateCase, seed: int = 0) -> dict:
         "gen_max_s": max(times),
         "gen_times_s": times,
         "ms_per_token": median / case.new_tokens * 1e3,
+        # float32 weights, each read once per token at batch 1
+        "weight_gb_per_s": built.parameters * 4 * case.new_tokens / median / 1e9,
         "warmup_s": warmup_s,
         "build_s": build_s,
         "parameters": built.parameters,
@@ -480,7 +519,7 @@ def compare_tokens(records: list[dict]) -> None:
         (r for r in records if r["impl"] == GENERATE_BASELINE and r["status"] == "ok"), None
     )
     for record in records:
-        if record["status"] != "ok" or record["impl"] == GENERATE_BASELINE:
+        if record["status"] != "ok" or record["impl"] == GENERATE_BASELINE or record.get("floor"):
             continue
         if baseline is None:
             record["same_tokens_as_hf"] = None

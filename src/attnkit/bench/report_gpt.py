@@ -33,8 +33,8 @@ TRAIN_COLUMNS = (
     "| parameters | warm-up s |"
 )
 GENERATE_COLUMNS = (
-    "| impl | new tokens/s | vs {base} | ms/token | generation s (median) | generation s "
-    "(min–max) | same tokens as {base} | parameters | warm-up s |"
+    "| impl | new tokens/s | vs {base} | ms/token | weight GB/s | generation s (median) "
+    "| generation s (min–max) | same tokens as {base} | parameters | warm-up s |"
 )
 
 
@@ -231,6 +231,9 @@ def _generate_header(records: Sequence[dict], settings: GenerateSettings, env: d
         "- timing: one warm-up generation of a few tokens, then "
         f"{case.repeats} timed generations; median reported; new tokens/s = new tokens / "
         "median generation time (prefill included). Each implementation in a fresh process",
+        "- weight GB/s: float32 parameter bytes x new tokens / median generation time; at "
+        "batch 1 every token reads every weight once, so this is the memory traffic the "
+        "speed needs, and `weights_floor` shows what the machine streams at best",
         "",
     ]
 
@@ -238,6 +241,8 @@ def _generate_header(records: Sequence[dict], settings: GenerateSettings, env: d
 def _same_tokens(record: dict) -> str:
     if record["impl"] == GENERATE_BASELINE:
         return "(reference)"
+    if record.get("floor"):
+        return "(no tokens: a floor)"
     same = record.get("same_tokens_as_hf")
     if same is None:
         return DASH
@@ -246,11 +251,12 @@ def _same_tokens(record: dict) -> str:
 
 def _generate_row(name: str, record: dict, baseline: dict | None) -> str:
     if record["status"] != "ok":
-        return _failed_row(name, record, 8)
+        return _failed_row(name, record, 9)
     cells = [
         _number(record["new_tokens_per_s"]),
         _ratio(record, baseline, "new_tokens_per_s"),
         _number(record["ms_per_token"]),
+        _number(record["weight_gb_per_s"]),
         _number(record["gen_s"]),
         _spread(record["gen_min_s"], record["gen_max_s"], 1.0),
         _same_tokens(record),
@@ -262,14 +268,15 @@ def _generate_row(name: str, record: dict, baseline: dict | None) -> str:
 
 def _generate_table(records: Sequence[dict], impls: Sequence[str]) -> str:
     by_impl = {r["impl"]: r for r in records}
-    lines = [GENERATE_COLUMNS.format(base=GENERATE_BASELINE), "|---|" + "---:|" * 8]
+    lines = [GENERATE_COLUMNS.format(base=GENERATE_BASELINE), "|---|" + "---:|" * 9]
     baseline = by_impl.get(GENERATE_BASELINE)
     lines += [_generate_row(name, by_impl[name], baseline) for name in impls if name in by_impl]
     return "\n".join(lines)
 
 
 def _distinct_note(records: Sequence[dict]) -> list[str]:
-    distinct = sorted({r["distinct_tokens"] for r in records if r.get("distinct_tokens")})
+    generated = [r for r in records if not r.get("floor")]
+    distinct = sorted({r["distinct_tokens"] for r in generated if r.get("distinct_tokens")})
     if not distinct:
         return []
     return [
