@@ -179,6 +179,7 @@ def test_test_rows_are_placed_at_the_ids_of_test_index(cora, tmp_path):
 class _FakeTrainer:
     def __init__(self, module):
         self.module, self.step, self.stopped = module, 0, None
+        self.evaluated_module = module
 
     def request_stop(self, reason):
         self.stopped = reason

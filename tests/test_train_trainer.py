@@ -411,3 +411,79 @@ def test_decay_embeddings_moves_embedding_tables_to_the_decayed_group():
     }
     assert default == {"decay": 1, "no_decay": 4}  # linear weight | embedding, norm x2, bias
     assert decayed == {"decay": 2, "no_decay": 3}
+
+
+def _raw_weights(trainer) -> dict[str, torch.Tensor]:
+    return {name: t.detach().clone() for name, t in trainer.module.state_dict().items()}
+
+
+def test_weight_average_follows_its_formula_and_is_what_evaluation_sees(tmp_path):
+    """ema_decay: average_1 = weights_1, average_k = d * average_(k-1) + (1 - d) * weights_k."""
+    seen = []
+
+    class Snapshot(Callback):
+        def __init__(self):
+            self.weights = []
+
+        def on_step_end(self, trainer, metrics):
+            self.weights.append(_raw_weights(trainer))
+
+    def evaluate(model):
+        seen.append({name: t.clone() for name, t in model.state_dict().items()})
+        return {"loss": -float(len(seen))}  # improves every time: every eval is the best
+
+    snapshot = Snapshot()
+    config = _config(tmp_path, max_steps=4, ema_decay=0.5, eval_every=2, best_metric="loss")
+    trainer = Trainer(
+        tiny_transformer(dropout=0.1),
+        seq2seq_loss(PAD),
+        CopySource(),
+        config,
+        evaluate_fn=evaluate,
+        callbacks=[snapshot],
+    )
+    trainer.fit()
+    average = dict(snapshot.weights[0])
+    expected = {}
+    for step, weights in enumerate(snapshot.weights[1:], start=2):
+        average = {k: 0.5 * v + 0.5 * weights[k] if v.is_floating_point() else weights[k]
+                   for k, v in average.items()}  # fmt: skip
+        expected[step] = average
+    assert len(seen) == 2  # steps 2 and 4, no extra final evaluation
+    for got, step in zip(seen, (2, 4), strict=True):
+        for name, tensor in expected[step].items():
+            torch.testing.assert_close(got[name], tensor, rtol=1e-6, atol=1e-7, msg=name)
+    assert not torch.equal(
+        seen[1]["output_projection.weight"], snapshot.weights[-1]["output_projection.weight"]
+    )
+    # the checkpoint's model weights are the average; the trained weights ride in its state
+    last = read_checkpoint(tmp_path / "checkpoints" / "step_00000004")
+    for name, tensor in expected[4].items():
+        torch.testing.assert_close(last.model_state[name], tensor, rtol=1e-6, atol=1e-7)
+    for name, tensor in snapshot.weights[-1].items():
+        assert torch.equal(last.trainer_state["ema"]["weights"][name], tensor), name
+    assert last.trainer_state["ema"]["updates"] == 4
+    best = read_checkpoint(tmp_path / "checkpoints" / "best")
+    assert best.step == 4 and torch.equal(
+        best.model_state["output_projection.weight"], last.model_state["output_projection.weight"]
+    )
+
+
+def test_weight_average_resumes_exactly_and_refuses_a_mismatched_checkpoint(tmp_path):
+    straight, _, recorder = _fit(tmp_path / "straight", ema_decay=0.8)
+    stop = Recorder(at_step=4, action=lambda t: t.request_stop("preempted"))
+    _, _, first = _fit(tmp_path / "run", callbacks=[stop], ema_decay=0.8)
+    resumed, _, second = _fit(tmp_path / "run", model_seed=123, resume=True, ema_decay=0.8)
+    assert first.losses + second.losses == recorder.losses
+    for mine, theirs in (
+        (resumed.ema.module, straight.ema.module),
+        (resumed.module, straight.module),
+    ):
+        for name, tensor in mine.state_dict().items():
+            assert torch.equal(tensor, theirs.state_dict()[name]), name
+    with pytest.raises(
+        CheckpointError, match=r"saved with a weight average; this run has ema_decay=None"
+    ):
+        _fit(tmp_path / "run", resume=True, max_steps=12)
+    with pytest.raises(ValueError, match=r"ema_decay must be in \(0, 1\) or None; got 1.0"):
+        _config(None, ema_decay=1.0)

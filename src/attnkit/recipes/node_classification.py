@@ -144,7 +144,7 @@ class PaperEarlyStopping(Callback):
         loss, accuracy = metrics[self.loss_key], metrics[self.accuracy_key]
         better_loss, better_accuracy = loss <= self.best_loss, accuracy >= self.best_accuracy
         if better_loss and better_accuracy:
-            state = trainer.module.state_dict()
+            state = trainer.evaluated_module.state_dict()
             self.state = {key: value.detach().clone() for key, value in state.items()}
             self.chosen = {"step": trainer.step, **metrics}
         if better_loss or better_accuracy:
@@ -230,11 +230,12 @@ def train_one_seed(
     )
     source[0] = move_to_device(graph, trainer.device)  # once, not at every step
     summary = trainer.fit().to_dict()
+    final = trainer.evaluated_module  # the weight average under train.ema_decay
     if stopper.state is not None:
-        trainer.module.load_state_dict(stopper.state)
-    trainer.module.eval()
-    test_loss, test_accuracy = split_metrics(trainer.module, source[0], source[0].test_mask)
-    valid_loss, valid_accuracy = split_metrics(trainer.module, source[0], source[0].val_mask)
+        final.load_state_dict(stopper.state)
+    final.eval()
+    test_loss, test_accuracy = split_metrics(final, source[0], source[0].test_mask)
+    valid_loss, valid_accuracy = split_metrics(final, source[0], source[0].val_mask)
     result = {
         "seed": seed,
         "test_accuracy": test_accuracy,

@@ -39,6 +39,10 @@ class TrainConfig:
     ``layer_lr_decay < 1`` (layer-wise learning-rate decay, for fine-tuning a
     pretrained stack) scales layer ``i`` of ``L`` by ``layer_lr_decay ** (L - i)``
     and the embeddings by ``layer_lr_decay ** (L + 1)``; the head keeps ``lr``.
+    ``ema_decay`` keeps an exponential moving average of the weights
+    (``torch.optim.swa_utils.AveragedModel``, updated after every step):
+    evaluation, the best checkpoint and every checkpoint's ``model.safetensors``
+    use the averaged weights; the trained ones travel in the trainer state.
 
     Precision: ``fp32``; ``bf16`` (autocast); ``fp16`` (autocast + gradient scaler).
     Evaluation every ``eval_every`` steps and at the end; ``best_metric`` /
@@ -73,6 +77,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     decay_embeddings: bool = False
     layer_lr_decay: float = 1.0
+    ema_decay: float | None = None
     # schedule
     schedule: str = "constant"
     warmup_steps: int = 0
@@ -120,6 +125,8 @@ class TrainConfig:
             raise ValueError("patience (early stopping) needs best_metric; got best_metric=None")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None; got {self.ema_decay}")
         if not 0.0 < self.layer_lr_decay <= 1.0:
             raise ValueError(f"layer_lr_decay must be in (0, 1]; got {self.layer_lr_decay}")
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from attnkit.train.callbacks import Callback
 from attnkit.train.checkpoint import (
@@ -54,7 +55,6 @@ from attnkit.train.distributed import (
     is_fsdp,
     no_sync,
     resolve_device,
-    unwrap_model,
     wrap_model,
 )
 from attnkit.train.logging import (
@@ -130,6 +130,7 @@ class Trainer:
         self.context = self._init_distributed()
         self.device = resolve_device(config.device, self.context.local_rank)
         self.module = model.to(self.device)
+        self.ema = self._build_ema()
         if config.compile:
             self.module.compile(backend="inductor" if config.compile is True else config.compile)
         self.model = wrap_model(
@@ -159,6 +160,20 @@ class Trainer:
         self._reset_run_state()
 
     # ------------------------------------------------------------ set-up
+
+    def _build_ema(self) -> AveragedModel | None:
+        """The moving average of the weights (and float buffers) for ``config.ema_decay``."""
+        decay = self.config.ema_decay
+        if decay is None:
+            return None
+        if self._strategy() == "fsdp":
+            raise ValueError(
+                "ema_decay needs whole weights on every process; FSDP shards them "
+                "(got distributed='fsdp'): use DDP or leave ema_decay unset"
+            )
+        return AveragedModel(
+            self.module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True
+        )
 
     def _init_distributed(self) -> DistributedContext:
         if self.config.distributed == "none":
@@ -229,6 +244,11 @@ class Trainer:
     @property
     def is_main(self) -> bool:
         return self.context.is_main
+
+    @property
+    def evaluated_module(self) -> nn.Module:
+        """The module evaluation runs: the weight average with ``ema_decay``, else ``module``."""
+        return self.ema.module if self.ema is not None else self.module
 
     @property
     def step(self) -> int:
@@ -531,6 +551,8 @@ class Trainer:
     ) -> None:
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.module)
         counters = self.counters
         counters.step += 1
         counters.consecutive_bad = 0
@@ -617,7 +639,7 @@ class Trainer:
     def _evaluate(self) -> None:
         if self.evaluate_fn is None:
             return
-        model = self.model if is_fsdp(self.model) else unwrap_model(self.model)
+        model = self.model if is_fsdp(self.model) else self.evaluated_module
         was_training = model.training
         model.eval()
         try:
@@ -677,6 +699,9 @@ class Trainer:
         return StateDictOptions(full_state_dict=True, cpu_offload=saving and is_fsdp(self.module))
 
     def _model_state(self) -> dict[str, Tensor]:
+        """The weights evaluations use: the moving average when there is one."""
+        if self.ema is not None:
+            return self.ema.module.state_dict()
         if is_fsdp(self.module):
             from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
@@ -702,7 +727,15 @@ class Trainer:
             "world_size": self.context.world_size,
             "last_eval": self.last_eval,
             "config": self.config.to_dict(),
+            "ema": self._ema_state(),
         }
+
+    def _ema_state(self) -> dict[str, Any] | None:
+        """With a moving average, the trained weights (the checkpoint's model weights are
+        the average) and how many steps it has averaged."""
+        if self.ema is None:
+            return None
+        return {"weights": self.module.state_dict(), "updates": int(self.ema.n_averaged)}
 
     def _save(self, *, best: bool = False) -> Path | None:
         """Write a checkpoint (collectively; only rank 0 writes files)."""
@@ -738,7 +771,7 @@ class Trainer:
         missing = {"counters", "optimizer", "scheduler", "ranks"} - set(state)
         if missing:
             raise CheckpointError(f"{path}: trainer state lacks {sorted(missing)}")
-        self._apply_weights_and_optimizer(checkpoint.model_state, state["optimizer"], path)
+        self._apply_weights(checkpoint.model_state, state, path)
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -749,6 +782,26 @@ class Trainer:
         self._last_checkpoint = path
         self._logger.truncate_after(self.step)
         self._logger.log("event", self.step, {"event": "resume", "path": str(path)})
+
+    def _apply_weights(
+        self, model_state: dict[str, Tensor], state: dict[str, Any], path: Path
+    ) -> None:
+        """Trained weights and optimizer, then the moving average (the checkpoint's model
+        weights when the run keeps one); everything is checked before anything loads."""
+        ema = state.get("ema")
+        if (ema is None) != (self.ema is None):
+            saved = "without" if ema is None else "with"
+            raise CheckpointError(
+                f"{path} was saved {saved} a weight average; this run has "
+                f"ema_decay={self.config.ema_decay}: resume with the run's own ema_decay"
+            )
+        if self.ema is None:
+            self._apply_weights_and_optimizer(model_state, state["optimizer"], path)
+            return
+        check_model_state(self.ema.module, model_state, source=str(path))
+        self._apply_weights_and_optimizer(ema["weights"], state["optimizer"], path)
+        self.ema.module.load_state_dict(model_state, strict=True)
+        self.ema.n_averaged.fill_(ema["updates"])
 
     def _apply_weights_and_optimizer(
         self, model_state: dict[str, Tensor], optimizer_state: dict[str, Any], path: Path
