@@ -107,6 +107,21 @@ def test_hf_gpt2_train_worker_in_process():
     assert result["parameters"] == attnkit["parameters"]  # same layout: biases, tied output
 
 
+def test_matmul_floor_multiplies_exactly_the_models_linear_maps():
+    """The floor's products cover every weight matrix of the GPT once (the tied output
+    head is the token embedding; the position table is a lookup, not a product)."""
+    model = gpt._attnkit_train_model(TRAIN_CASE)
+    matrices = sum(
+        p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "position" not in name
+    )
+    assert sum(fan_in * fan_out for fan_in, fan_out in gpt.linear_shapes(TRAIN_CASE)) == matrices
+    payload = {"kind": "train", "impl": "matmul_floor", "case": asdict(TRAIN_CASE)}
+    result = gpt.run_worker({**payload, "steps": 2, "warmup": 1})
+    assert result["status"] == "ok" and result["floor"] is True, result
+    assert result["parameters"] == sum(p.numel() for p in model.parameters())
+    assert result["tokens_per_s"] == pytest.approx(TRAIN_CASE.tokens / result["step_s"])
+
+
 def test_train_worker_measures_attnkit_in_process():
     payload = {"kind": "train", "impl": "attnkit", "case": asdict(TRAIN_CASE)}
     result = gpt.run_worker({**payload, "steps": 2, "warmup": 1})

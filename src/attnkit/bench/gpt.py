@@ -218,6 +218,39 @@ def _build_attnkit_train(case: GPTTrainCase, *, compiled: bool) -> TrainStep:
     return TrainStep(step, count_parameters(model), info)
 
 
+def linear_shapes(case: GPTTrainCase) -> list[tuple[int, int]]:
+    """``(in, out)`` of every linear map of a GPT-2 layer stack and its output head."""
+    d = case.d_model
+    per_layer = [(d, 3 * d), (d, d), (d, 4 * d), (4 * d, d)]  # qkv, out, fc, proj
+    return per_layer * case.layers + [(d, case.vocab)]
+
+
+def _build_matmul_floor(case: GPTTrainCase) -> TrainStep:
+    """Not a training step: the floor under one.
+
+    Every implementation's step multiplies the same matrices for its linear
+    layers: per layer, on ``B * T`` tokens, the forward product, the input
+    gradient and the weight gradient. This runs only those products (no
+    attention, loss, norms, activations or optimizer), so no implementation's
+    step can take less time.
+    """
+    tokens = case.tokens
+    products = []
+    for fan_in, fan_out in linear_shapes(case):
+        x = torch.randn(tokens, fan_in, device=case.device)
+        weight = torch.randn(fan_in, fan_out, device=case.device)
+        grad = torch.randn(tokens, fan_out, device=case.device)
+        products += [(x, weight), (grad, weight.T), (x.T, grad)]
+
+    def step(batch: TokenBatch) -> Tensor:
+        for left, right in products:
+            torch.mm(left, right)
+        return torch.zeros((), device=case.device)
+
+    parameters = count_parameters(_attnkit_train_model(case))
+    return TrainStep(step, parameters, {"floor": True})
+
+
 TRAIN_IMPLEMENTATIONS: dict[str, TrainImplementation] = {
     impl.name: impl
     for impl in (
@@ -240,6 +273,13 @@ TRAIN_IMPLEMENTATIONS: dict[str, TrainImplementation] = {
             "the same as attnkit, with the forward pass and the loss under torch.compile "
             "(compile time is in the warm-up, reported, not timed)",
             lambda case: _build_attnkit_train(case, compiled=True),
+        ),
+        TrainImplementation(
+            "matmul_floor",
+            "not a training step: only the matrix products of the step's linear layers "
+            "(forward, input gradient, weight gradient), which every implementation runs; "
+            "attention, loss, norms and optimizer left out: a floor under any step time",
+            _build_matmul_floor,
         ),
     )
 }
