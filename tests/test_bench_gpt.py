@@ -114,7 +114,9 @@ def test_matmul_floor_multiplies_exactly_the_models_linear_maps():
     matrices = sum(
         p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "position" not in name
     )
-    assert sum(fan_in * fan_out for fan_in, fan_out in gpt.linear_shapes(TRAIN_CASE)) == matrices
+    products = gpt.gpt_products(TRAIN_CASE)
+    assert {rows for rows, _, _ in products} == {TRAIN_CASE.tokens}
+    assert sum(fan_in * fan_out for _, fan_in, fan_out in products) == matrices
     payload = {"kind": "train", "impl": "matmul_floor", "case": asdict(TRAIN_CASE)}
     result = gpt.run_worker({**payload, "steps": 2, "warmup": 1})
     assert result["status"] == "ok" and result["floor"] is True, result

@@ -156,6 +156,21 @@ def test_worker_measures_in_process(impl):
     assert result["first_loss"] > 0
 
 
+def test_matmul_floor_multiplies_exactly_the_models_linear_maps():
+    """Every weight matrix of attnkit's Transformer once per batch (its output head is tied
+    to the target embedding), and the worker times those products alone."""
+    model = train_bench._attnkit_transformer(TINY_CASE)
+    linear = [p for name, p in model.named_parameters() if p.dim() == 2 and "embedding" not in name]
+    head = TINY_CASE.vocab * TINY_CASE.d_model
+    products = train_bench.encoder_decoder_products(TINY_CASE)
+    assert {rows for rows, _, _ in products} == {TINY_CASE.batch * TINY_CASE.seq_len}
+    assert sum(i * o for _, i, o in products) == sum(p.numel() for p in linear) + head
+    payload = {"impl": "matmul_floor", "case": asdict(TINY_CASE), "steps": 2, "warmup": 1}
+    result = run_worker({**payload, "seed": 0})
+    assert result["status"] == "ok" and result["floor"] is True, result
+    assert result["parameters"] == sum(p.numel() for p in model.parameters())
+
+
 def test_a_failure_becomes_a_short_error_record():
     def broken(case: TrainCase):
         raise RuntimeError("backend compiler failed\n" + "details\n" * 500 + "last line")

@@ -30,12 +30,14 @@ from torch import Tensor, nn
 
 from attnkit.bench.measure import run_in_worker, synchronizer
 from attnkit.bench.train import (
+    Product,
     TrainImplementation,
     TrainStep,
     adamw,
     best_records,
     compile_kwargs,
     count_parameters,
+    matmul_floor_step,
     time_steps,
     training_step,
     transformers_available,
@@ -218,36 +220,16 @@ def _build_attnkit_train(case: GPTTrainCase, *, compiled: bool) -> TrainStep:
     return TrainStep(step, count_parameters(model), info)
 
 
-def linear_shapes(case: GPTTrainCase) -> list[tuple[int, int]]:
-    """``(in, out)`` of every linear map of a GPT-2 layer stack and its output head."""
-    d = case.d_model
-    per_layer = [(d, 3 * d), (d, d), (d, 4 * d), (4 * d, d)]  # qkv, out, fc, proj
-    return per_layer * case.layers + [(d, case.vocab)]
+def gpt_products(case: GPTTrainCase) -> list[Product]:
+    """``(rows, in, out)`` of every linear map of a GPT-2 stack and its head for one batch."""
+    d, n = case.d_model, case.tokens
+    per_layer = [(n, d, 3 * d), (n, d, d), (n, d, 4 * d), (n, 4 * d, d)]  # qkv, out, fc, proj
+    return per_layer * case.layers + [(n, d, case.vocab)]
 
 
 def _build_matmul_floor(case: GPTTrainCase) -> TrainStep:
-    """Not a training step: the floor under one.
-
-    Every implementation's step multiplies the same matrices for its linear
-    layers: per layer, on ``B * T`` tokens, the forward product, the input
-    gradient and the weight gradient. This runs only those products (no
-    attention, loss, norms, activations or optimizer), so no implementation's
-    step can take less time.
-    """
-    tokens = case.tokens
-    products = []
-    for fan_in, fan_out in linear_shapes(case):
-        x = torch.randn(tokens, fan_in, device=case.device)
-        weight = torch.randn(fan_in, fan_out, device=case.device)
-        grad = torch.randn(tokens, fan_out, device=case.device)
-        products += [(x, weight), (grad, weight.T), (x.T, grad)]
-
-    def step(batch: TokenBatch) -> Tensor:
-        for left, right in products:
-            torch.mm(left, right)
-        return torch.zeros((), device=case.device)
-
     parameters = count_parameters(_attnkit_train_model(case))
+    step = matmul_floor_step(gpt_products(case), case.device)
     return TrainStep(step, parameters, {"floor": True})
 
 
@@ -276,7 +258,7 @@ TRAIN_IMPLEMENTATIONS: dict[str, TrainImplementation] = {
         ),
         TrainImplementation(
             "matmul_floor",
-            "not a training step: only the matrix products of the step's linear layers "
+            "not a training step: only the matrix products of the step's linear maps "
             "(forward, input gradient, weight gradient), which every implementation runs; "
             "attention, loss, norms and optimizer left out: a floor under any step time",
             _build_matmul_floor,

@@ -348,10 +348,10 @@ def compile_kwargs(case: TrainCase) -> dict:
     return kwargs
 
 
-def _build_attnkit(case: TrainCase, *, compiled: bool) -> TrainStep:
+def _attnkit_transformer(case: TrainCase) -> nn.Module:
     from attnkit.models.transformer import Transformer
 
-    model = Transformer(
+    return Transformer(
         case.vocab,
         case.vocab,
         case.d_model,
@@ -363,7 +363,10 @@ def _build_attnkit(case: TrainCase, *, compiled: bool) -> TrainStep:
         max_len=case.seq_len + 1,
         pad_id=case.pad_id,
     )
-    model = model.to(case.device).train()
+
+
+def _build_attnkit(case: TrainCase, *, compiled: bool) -> TrainStep:
+    model = _attnkit_transformer(case).to(case.device).train()
     optimizer, optimizer_name = adamw(list(model.parameters()), fused=True)
 
     def forward_loss(src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
@@ -388,6 +391,48 @@ def _build_attnkit(case: TrainCase, *, compiled: bool) -> TrainStep:
 
 
 # --------------------------------------------------------------------------- registry
+
+
+# (rows, in, out): one linear map applied to ``rows`` vectors
+Product = tuple[int, int, int]
+
+
+def matmul_floor_step(products: Sequence[Product], device: str) -> Callable[[Any], Tensor]:
+    """A step that runs only the matrix products of a model's linear maps.
+
+    For each ``(rows, in, out)`` it multiplies as a training step must: the
+    forward product, the input gradient and the weight gradient. Attention,
+    loss, norms, activations and the optimizer are left out, so no
+    implementation's step can take less time than this one.
+    """
+    pairs = []
+    for rows, fan_in, fan_out in products:
+        x = torch.randn(rows, fan_in, device=device)
+        weight = torch.randn(fan_in, fan_out, device=device)
+        grad = torch.randn(rows, fan_out, device=device)
+        pairs += [(x, weight), (grad, weight.T), (x.T, grad)]
+
+    def step(batch: Any) -> Tensor:
+        for left, right in pairs:
+            torch.mm(left, right)
+        return torch.zeros((), device=device)
+
+    return step
+
+
+def encoder_decoder_products(case: TrainCase) -> list[Product]:
+    """``(rows, in, out)`` of every linear map of the encoder-decoder for one batch."""
+    d, d_ff, n = case.d_model, case.d_ff, case.batch * case.seq_len  # source = target length
+    encoder = [(n, d, 3 * d), (n, d, d), (n, d, d_ff), (n, d_ff, d)]  # qkv, out, feed-forward
+    cross = [(n, d, d), (n, d, 2 * d), (n, d, d)]  # query, memory keys and values, out
+    decoder = [(n, d, 3 * d), (n, d, d), *cross, (n, d, d_ff), (n, d_ff, d)]
+    return encoder * case.layers + decoder * case.layers + [(n, d, case.vocab)]
+
+
+def _build_matmul_floor(case: TrainCase) -> TrainStep:
+    parameters = count_parameters(_attnkit_transformer(case))
+    step = matmul_floor_step(encoder_decoder_products(case), case.device)
+    return TrainStep(step, parameters, {"floor": True})
 
 
 @dataclass(frozen=True)
@@ -443,6 +488,13 @@ for _impl in (
         "the same as attnkit, with the forward pass and the loss under torch.compile "
         "(compile time is in the warm-up, reported, not timed)",
         lambda case: _build_attnkit(case, compiled=True),
+    ),
+    TrainImplementation(
+        "matmul_floor",
+        "not a training step: only the matrix products of the step's linear maps "
+        "(forward, input gradient, weight gradient), which every implementation runs; "
+        "attention, loss, norms and optimizer left out: a floor under any step time",
+        _build_matmul_floor,
     ),
 ):
     register(_impl)
