@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from attnkit.bench.measure import run_in_worker, synchronizer
 from attnkit.bench.train import (
+    MATMUL_FLOOR_DESCRIPTION,
     Product,
     TrainImplementation,
     TrainStep,
@@ -258,9 +259,7 @@ TRAIN_IMPLEMENTATIONS: dict[str, TrainImplementation] = {
         ),
         TrainImplementation(
             "matmul_floor",
-            "not a training step: only the matrix products of the step's linear maps "
-            "(forward, input gradient, weight gradient), which every implementation runs; "
-            "attention, loss, norms and optimizer left out: a floor under any step time",
+            MATMUL_FLOOR_DESCRIPTION,
             _build_matmul_floor,
         ),
     )

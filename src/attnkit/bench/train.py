@@ -395,6 +395,11 @@ def _build_attnkit(case: TrainCase, *, compiled: bool) -> TrainStep:
 
 # (rows, in, out): one linear map applied to ``rows`` vectors
 Product = tuple[int, int, int]
+MATMUL_FLOOR_DESCRIPTION = (
+    "not a training step: only the matrix products of the step's linear maps "
+    "(forward, input gradient, weight gradient), which every implementation runs; "
+    "attention, loss, norms and optimizer left out: a floor under any step time"
+)
 
 
 def matmul_floor_step(products: Sequence[Product], device: str) -> Callable[[Any], Tensor]:
@@ -491,9 +496,7 @@ for _impl in (
     ),
     TrainImplementation(
         "matmul_floor",
-        "not a training step: only the matrix products of the step's linear maps "
-        "(forward, input gradient, weight gradient), which every implementation runs; "
-        "attention, loss, norms and optimizer left out: a floor under any step time",
+        MATMUL_FLOOR_DESCRIPTION,
         _build_matmul_floor,
     ),
 ):
