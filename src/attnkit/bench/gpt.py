@@ -38,7 +38,7 @@ from attnkit.bench.train import (
     best_records,
     compile_kwargs,
     count_parameters,
-    matmul_floor_step,
+    matmul_floor,
     time_steps,
     training_step,
     transformers_available,
@@ -228,12 +228,6 @@ def gpt_products(case: GPTTrainCase) -> list[Product]:
     return per_layer * case.layers + [(n, d, case.vocab)]
 
 
-def _build_matmul_floor(case: GPTTrainCase) -> TrainStep:
-    parameters = count_parameters(_attnkit_train_model(case))
-    step = matmul_floor_step(gpt_products(case), case.device)
-    return TrainStep(step, parameters, {"floor": True})
-
-
 TRAIN_IMPLEMENTATIONS: dict[str, TrainImplementation] = {
     impl.name: impl
     for impl in (
@@ -260,7 +254,7 @@ TRAIN_IMPLEMENTATIONS: dict[str, TrainImplementation] = {
         TrainImplementation(
             "matmul_floor",
             MATMUL_FLOOR_DESCRIPTION,
-            _build_matmul_floor,
+            lambda case: matmul_floor(gpt_products(case), _attnkit_train_model(case), case.device),
         ),
     )
 }

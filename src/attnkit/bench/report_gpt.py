@@ -81,8 +81,14 @@ def _spread(low: float, high: float, unit: float) -> str:
     return f"{_number(low / unit)}–{_number(high / unit)}"
 
 
-def _failed_row(name: str, record: dict, cells: int) -> str:
-    return f"| {name} | {record['status']} |" + f" {DASH} |" * cells
+def _value_columns(header: str) -> int:
+    """Columns after ``impl`` in a table ``header`` (``| impl | a | b |`` -> 2)."""
+    return header.count("|") - 2
+
+
+def _failed_row(name: str, record: dict, header: str) -> str:
+    """The status, then a dash in every other value column of ``header``."""
+    return f"| {name} | {record['status']} |" + f" {DASH} |" * (_value_columns(header) - 1)
 
 
 def _problem_notes(records: Sequence[dict], where: Callable[[dict], str]) -> list[str]:
@@ -139,7 +145,7 @@ def _train_header(records: Sequence[dict], settings: GPTTrainSettings, env: dict
 
 def _train_row(name: str, record: dict, baseline: dict | None) -> str:
     if record["status"] != "ok":
-        return _failed_row(name, record, 6)
+        return _failed_row(name, record, TRAIN_COLUMNS)
     cells = [
         f"{record['tokens_per_s']:,.0f}",
         _ratio(record, baseline, "tokens_per_s"),
@@ -153,7 +159,8 @@ def _train_row(name: str, record: dict, baseline: dict | None) -> str:
 
 
 def _train_table(best: dict[str, dict], impls: Sequence[str]) -> str:
-    lines = [TRAIN_COLUMNS.format(base=TRAIN_BASELINE), "|---|" + "---:|" * 7]
+    separator = "|---|" + "---:|" * _value_columns(TRAIN_COLUMNS)
+    lines = [TRAIN_COLUMNS.format(base=TRAIN_BASELINE), separator]
     baseline = best.get(TRAIN_BASELINE)
     lines += [_train_row(name, best[name], baseline) for name in impls if name in best]
     return "\n".join(lines)
@@ -251,7 +258,7 @@ def _same_tokens(record: dict) -> str:
 
 def _generate_row(name: str, record: dict, baseline: dict | None) -> str:
     if record["status"] != "ok":
-        return _failed_row(name, record, 9)
+        return _failed_row(name, record, GENERATE_COLUMNS)
     cells = [
         _number(record["new_tokens_per_s"]),
         _ratio(record, baseline, "new_tokens_per_s"),
@@ -268,7 +275,8 @@ def _generate_row(name: str, record: dict, baseline: dict | None) -> str:
 
 def _generate_table(records: Sequence[dict], impls: Sequence[str]) -> str:
     by_impl = {r["impl"]: r for r in records}
-    lines = [GENERATE_COLUMNS.format(base=GENERATE_BASELINE), "|---|" + "---:|" * 9]
+    separator = "|---|" + "---:|" * _value_columns(GENERATE_COLUMNS)
+    lines = [GENERATE_COLUMNS.format(base=GENERATE_BASELINE), separator]
     baseline = by_impl.get(GENERATE_BASELINE)
     lines += [_generate_row(name, by_impl[name], baseline) for name in impls if name in by_impl]
     return "\n".join(lines)

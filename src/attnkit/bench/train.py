@@ -402,13 +402,14 @@ MATMUL_FLOOR_DESCRIPTION = (
 )
 
 
-def matmul_floor_step(products: Sequence[Product], device: str) -> Callable[[Any], Tensor]:
-    """A step that runs only the matrix products of a model's linear maps.
+def matmul_floor(products: Sequence[Product], model: nn.Module, device: str) -> TrainStep:
+    """A step that runs only the matrix products of ``model``'s linear maps.
 
     For each ``(rows, in, out)`` it multiplies as a training step must: the
     forward product, the input gradient and the weight gradient. Attention,
     loss, norms, activations and the optimizer are left out, so no
-    implementation's step can take less time than this one.
+    implementation's step can take less time than this one. ``model`` (not
+    run) gives the parameter count the report shows.
     """
     pairs = []
     for rows, fan_in, fan_out in products:
@@ -422,7 +423,7 @@ def matmul_floor_step(products: Sequence[Product], device: str) -> Callable[[Any
             torch.mm(left, right)
         return torch.zeros((), device=device)
 
-    return step
+    return TrainStep(step, count_parameters(model), {"floor": True})
 
 
 def encoder_decoder_products(case: TrainCase) -> list[Product]:
@@ -432,12 +433,6 @@ def encoder_decoder_products(case: TrainCase) -> list[Product]:
     cross = [(n, d, d), (n, d, 2 * d), (n, d, d)]  # query, memory keys and values, out
     decoder = [(n, d, 3 * d), (n, d, d), *cross, (n, d, d_ff), (n, d_ff, d)]
     return encoder * case.layers + decoder * case.layers + [(n, d, case.vocab)]
-
-
-def _build_matmul_floor(case: TrainCase) -> TrainStep:
-    parameters = count_parameters(_attnkit_transformer(case))
-    step = matmul_floor_step(encoder_decoder_products(case), case.device)
-    return TrainStep(step, parameters, {"floor": True})
 
 
 @dataclass(frozen=True)
@@ -497,7 +492,9 @@ for _impl in (
     TrainImplementation(
         "matmul_floor",
         MATMUL_FLOOR_DESCRIPTION,
-        _build_matmul_floor,
+        lambda case: matmul_floor(
+            encoder_decoder_products(case), _attnkit_transformer(case), case.device
+        ),
     ),
 ):
     register(_impl)
