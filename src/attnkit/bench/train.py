@@ -366,15 +366,21 @@ def _attnkit_transformer(case: TrainCase) -> nn.Module:
 
 
 def _build_attnkit(case: TrainCase, *, compiled: bool) -> TrainStep:
+    from attnkit.train.losses import label_smoothed_cross_entropy
+
     model = _attnkit_transformer(case).to(case.device).train()
     optimizer, optimizer_name = adamw(list(model.parameters()), fused=True)
 
     def forward_loss(src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
-        return _smoothed_cross_entropy(case, model(src, tgt_in), tgt_out)
+        # The loss attnkit's Trainer uses (a sum and its count), as a mean like the peers'.
+        loss_sum, count = label_smoothed_cross_entropy(
+            model(src, tgt_in), tgt_out, pad_id=case.pad_id, smoothing=case.label_smoothing
+        )
+        return loss_sum / count
 
     info = {
         "optimizer": optimizer_name,
-        "loss": "F.cross_entropy(label_smoothing)",
+        "loss": "attnkit.train.label_smoothed_cross_entropy (sum / count)",
         "tie_output": model.config.tie_output,
     }
     if compiled:
@@ -480,7 +486,8 @@ for _impl in (
     TrainImplementation(
         "attnkit",
         "attnkit.models.Transformer (its defaults: post-LN, sinusoidal positions, "
-        "tie_output=True, attention backend 'auto' = fused); AdamW(fused=True)",
+        "tie_output=True, attention backend 'auto' = fused); the label-smoothed loss of "
+        "attnkit.train (same values as torch's); AdamW(fused=True)",
         lambda case: _build_attnkit(case, compiled=False),
     ),
     TrainImplementation(

@@ -1,4 +1,5 @@
-"""Pure functions: attention masks and scaled dot-product attention with its backends."""
+"""Pure functions: attention masks, scaled dot-product attention with its backends,
+and the CPU-fast dropout and cross-entropy the layers and losses use."""
 
 from attnkit.functional.attention import (
     AttentionBackend,
@@ -8,6 +9,7 @@ from attnkit.functional.attention import (
     scaled_dot_product_attention,
 )
 from attnkit.functional.chunked import chunked_attention
+from attnkit.functional.cross_entropy import cross_entropy
 from attnkit.functional.dropout import dropout
 from attnkit.functional.masks import (
     combine_masks,
@@ -29,6 +31,7 @@ __all__ = [
     "create_causal_mask",
     "create_padding_mask",
     "create_sliding_window_mask",
+    "cross_entropy",
     "dropout",
     "from_torch_mha_masks",
     "mask_to_additive",

@@ -1,0 +1,163 @@
+"""Cross-entropy over class indices with a backward pass in one sweep.
+
+``torch.nn.functional.cross_entropy`` with ``label_smoothing`` builds its
+gradient from several full ``(N, V)`` temporaries: a zero-filled tensor for
+the picked log-probabilities, an expanded one for the smoothing sum, their sum,
+and the log-softmax backward's output. Here the forward keeps the softmax and
+the backward turns it, in place, into the gradient: for row ``i`` with weight
+``w_i``,
+
+    d loss / d logits_i = w_i * (softmax(logits_i) - eps / V - (1 - eps) * one_hot(t_i)),
+
+two in-place sweeps over the probabilities and a scatter at the targets (so
+backward runs once: ``retain_graph`` is refused). The loss itself needs no
+log-probabilities: with ``lse = logsumexp(logits_i)``,
+
+    loss_i = lse - (1 - eps) * logits_i[t_i] - (eps / V) * sum_j logits_i[j],
+
+and ``lse = max_j logits_i[j] - log max_j softmax_i[j]`` (the largest
+probability, at least ``1 / V``, sits at the largest logit, so its log never
+underflows). The values and gradients equal torch's to float rounding (tested, with
+``gradcheck`` in float64). Forward and backward of a ``(1024, 8000)`` batch
+with smoothing 0.1 take about 9 ms on this project's 2-core CPU against
+torch's 9-35 ms (its extra full-size temporaries make it vary). Without
+smoothing torch's kernels are as quick (7.5 against 9 ms), so
+``label_smoothing=0`` calls torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnkit.functional._common import LOW_PRECISION
+
+__all__ = ["cross_entropy"]
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def cross_entropy(
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """``torch.nn.functional.cross_entropy`` for ``(N, V)`` logits and ``(N,)`` class ids.
+
+    The same values and gradients (targets equal to ``ignore_index`` count
+    nothing; ``"mean"`` divides by the targets that count, NaN when none do;
+    ``label_smoothing`` mixes ``eps / V`` into every class), computed as the
+    module docstring says (without smoothing, by torch's own function).
+    fp16/bf16 logits are computed in float32; the loss comes back in float32
+    and the gradient in the logits' dtype. With smoothing it is not twice
+    differentiable.
+
+    Args:
+        logits: ``(N, V)`` unnormalised scores.
+        targets: ``(N,)`` integer class ids in ``[0, V)`` or ``ignore_index``.
+        ignore_index: target value that is left out.
+        label_smoothing: ``eps`` in ``[0, 1)``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``(N,)``, zero where ignored).
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from attnkit.functional import cross_entropy
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])  # (N, V) = (2, 3)
+        >>> targets = torch.tensor([0, 1])
+        >>> ours = cross_entropy(logits, targets, label_smoothing=0.1)
+        >>> torch.allclose(ours, F.cross_entropy(logits, targets, label_smoothing=0.1))
+        True
+    """
+    _check_arguments(logits, targets, label_smoothing, reduction)
+    if targets.device.type == "cpu":  # elsewhere the check would wait for the device
+        _check_target_range(targets, logits.size(1), ignore_index)
+    if label_smoothing == 0.0:
+        work = logits.float() if logits.dtype in LOW_PRECISION else logits
+        return F.cross_entropy(work, targets, ignore_index=ignore_index, reduction=reduction)
+    return _SmoothedCrossEntropy.apply(logits, targets, ignore_index, label_smoothing, reduction)
+
+
+def _check_arguments(logits: Tensor, targets: Tensor, smoothing: float, reduction: str) -> None:
+    if logits.dim() != 2 or targets.shape != logits.shape[:1]:
+        raise ValueError(
+            "cross_entropy expects logits (N, V) and targets (N,); got logits "
+            f"{tuple(logits.shape)} and targets {tuple(targets.shape)}"
+        )
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be floating point; got {logits.dtype}")
+    if targets.is_floating_point() or targets.dtype == torch.bool:
+        raise ValueError(f"targets must be integer class ids; got {targets.dtype}")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1); got {smoothing}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+
+
+def _check_target_range(targets: Tensor, classes: int, ignore_index: int) -> None:
+    counted = targets[targets != ignore_index]
+    if counted.numel() and not bool(((counted >= 0) & (counted < classes)).all()):
+        raise IndexError(
+            f"targets must be in [0, {classes}) or ignore_index ({ignore_index}); "
+            f"got values from {int(counted.min())} to {int(counted.max())}"
+        )
+
+
+class _SmoothedCrossEntropy(torch.autograd.Function):
+    """Forward keeps ``softmax(logits)`` and per-row weights; backward is one pass."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        logits: Tensor,
+        targets: Tensor,
+        ignore_index: int,
+        smoothing: float,
+        reduction: str,
+    ) -> Tensor:
+        work = logits.float() if logits.dtype in LOW_PRECISION else logits
+        counted = targets != ignore_index
+        safe_targets = targets.masked_fill(~counted, 0).unsqueeze(1)
+        probs = torch.softmax(work, dim=1)
+        per_row = _log_sum_exp(work, probs) - (1.0 - smoothing) * work.gather(
+            1, safe_targets
+        ).squeeze(1)
+        if smoothing:
+            per_row = per_row - (smoothing / work.size(1)) * work.sum(1)
+        weights = counted.to(work.dtype)
+        if reduction == "mean":
+            weights = weights / weights.sum()
+        ctx.save_for_backward(probs, safe_targets, weights)
+        ctx.smoothing, ctx.logits_dtype, ctx.spent = smoothing, logits.dtype, False
+        losses = per_row * weights
+        return losses if reduction == "none" else losses.sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
+        if ctx.spent:
+            raise RuntimeError(
+                "attnkit's cross_entropy turns its saved probabilities into the gradient: "
+                "backward can run once (retain_graph=True and a second backward are not supported)"
+            )
+        ctx.spent = True
+        probs, safe_targets, weights = ctx.saved_tensors
+        smoothing = ctx.smoothing
+        row_scale = (weights * grad_loss).unsqueeze(1)  # (N, 1); grad_loss is () or (N,)
+        # In place: a fresh (N, V) tensor costs more in page faults than the arithmetic.
+        grad = probs.mul_(row_scale).add_(row_scale * (-smoothing / probs.size(1)))
+        grad.scatter_add_(1, safe_targets, row_scale * -(1.0 - smoothing))
+        return grad.to(ctx.logits_dtype), None, None, None, None
+
+
+def _log_sum_exp(logits: Tensor, probs: Tensor) -> Tensor:
+    """``(N,)`` logsumexp of each row from its softmax, read at the row's largest logit.
+
+    Softmax keeps the order, so the largest probability sits at the largest logit.
+    """
+    return logits.amax(1) - probs.amax(1).log()
