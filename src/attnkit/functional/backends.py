@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnkit.functional._common import compute_dtype, finite_bias, repeat_kv
+from attnkit.functional.dropout import dropout
 from attnkit.functional.masks import CausalAlignment, combine_masks, create_causal_mask
 from attnkit.functional.softmax import masked_softmax
 
@@ -50,6 +51,10 @@ def fused_attention(
 ) -> tuple[Tensor, None]:
     """``torch.nn.functional.scaled_dot_product_attention`` (flash / efficient / cuDNN kernels)."""
     del need_weights  # the dispatcher never routes weight requests here
+    if dropout_p > 0 and query.device.type == "cpu":
+        return _cpu_attention_with_dropout(
+            query, key, value, mask=mask, bias=bias, causal=causal, dropout_p=dropout_p, scale=scale
+        )
     gqa = {"enable_gqa": True} if query.size(1) != key.size(1) else {}
     plain_causal = causal == "top_left" or query.size(-2) == key.size(-2)
     if causal is not None and mask is None and bias is None and plain_causal:
@@ -80,6 +85,34 @@ def fused_attention(
     return out, None
 
 
+def _cpu_attention_with_dropout(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    *,
+    mask: Tensor | None,
+    bias: Tensor | None,
+    causal: CausalAlignment | None,
+    dropout_p: float,
+    scale: float,
+) -> tuple[Tensor, None]:
+    """Torch's CPU kernels have no fused dropout: with ``dropout_p`` it runs its
+    math path and draws the mask with ``bernoulli_``; attnkit's math path does
+    the same products with :func:`attnkit.functional.dropout`, which is cheaper."""
+    out, _ = math_attention(
+        query,
+        key,
+        value,
+        mask=mask,
+        bias=bias,
+        causal=causal,
+        dropout_p=dropout_p,
+        scale=scale,
+        need_weights=False,
+    )
+    return out, None
+
+
 def math_attention(
     query: Tensor,
     key: Tensor,
@@ -99,7 +132,7 @@ def math_attention(
     """
     weights = attention_weights(query, key, mask=mask, bias=bias, causal=causal, scale=scale)
     v = repeat_kv(value, query.size(1) // value.size(1)).to(weights.dtype)
-    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    dropped = dropout(weights, p=dropout_p) if dropout_p > 0 else weights
     out = (dropped @ v).to(query.dtype)
     return out, (weights.to(query.dtype) if need_weights else None)
 
