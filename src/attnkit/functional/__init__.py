@@ -11,6 +11,7 @@ from attnkit.functional.attention import (
 from attnkit.functional.chunked import chunked_attention
 from attnkit.functional.cross_entropy import cross_entropy
 from attnkit.functional.dropout import dropout
+from attnkit.functional.linear_cross_entropy import LinearCrossEntropy, linear_cross_entropy
 from attnkit.functional.masks import (
     combine_masks,
     create_causal_mask,
@@ -24,6 +25,7 @@ from attnkit.functional.softmax import masked_softmax
 
 __all__ = [
     "AttentionBackend",
+    "LinearCrossEntropy",
     "attention_weights",
     "available_backends",
     "chunked_attention",
@@ -34,6 +36,7 @@ __all__ = [
     "cross_entropy",
     "dropout",
     "from_torch_mha_masks",
+    "linear_cross_entropy",
     "mask_to_additive",
     "masked_softmax",
     "positions_from_mask",

@@ -77,7 +77,7 @@ def cross_entropy(
     """
     _check_arguments(logits, targets, label_smoothing, reduction)
     if targets.device.type == "cpu":  # elsewhere the check would wait for the device
-        _check_target_range(targets, logits.size(1), ignore_index)
+        check_target_range(targets, logits.size(1), ignore_index)
     if label_smoothing == 0.0:
         work = logits.float() if logits.dtype in LOW_PRECISION else logits
         return F.cross_entropy(work, targets, ignore_index=ignore_index, reduction=reduction)
@@ -94,13 +94,21 @@ def _check_arguments(logits: Tensor, targets: Tensor, smoothing: float, reductio
         raise ValueError(f"logits must be floating point; got {logits.dtype}")
     if targets.is_floating_point() or targets.dtype == torch.bool:
         raise ValueError(f"targets must be integer class ids; got {targets.dtype}")
+    check_cross_entropy_arguments(smoothing, reduction)
+
+
+def check_cross_entropy_arguments(
+    smoothing: float, reduction: str, allowed: tuple[str, ...] = REDUCTIONS
+) -> None:
+    """``label_smoothing`` in ``[0, 1)`` and ``reduction`` one of ``allowed``, or ValueError."""
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1); got {smoothing}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+    if reduction not in allowed:
+        raise ValueError(f"reduction must be one of {allowed}; got {reduction!r}")
 
 
-def _check_target_range(targets: Tensor, classes: int, ignore_index: int) -> None:
+def check_target_range(targets: Tensor, classes: int, ignore_index: int) -> None:
+    """IndexError unless every target is ``ignore_index`` or in ``[0, classes)``."""
     counted = targets[targets != ignore_index]
     if counted.numel() and not bool(((counted >= 0) & (counted < classes)).all()):
         raise IndexError(
