@@ -91,6 +91,41 @@ def test_seq2seq_loss_on_attnkit_transformer():
     assert model.src_embedding.weight.grad is not None
 
 
+class _Wrapper(nn.Module):
+    """Holds the model as ``.module``, as DDP and FSDP do."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_seq2seq_loss_fused_path_equals_the_logits_path(wrapped):
+    # Without ``forward`` an attnkit Transformer (bare or wrapped) scores with labels=,
+    # never holding the logits; an explicit ``forward`` takes the logits path.
+    model = tiny_transformer()
+    batch = copy_batch(4, 6, torch.Generator().manual_seed(1))
+    fused_model = _Wrapper(model) if wrapped else model
+    logits_forward = lambda m, src, tgt_in: m(src, tgt_in)  # noqa: E731
+
+    def run(loss_fn, target):
+        model.zero_grad()
+        out = loss_fn(target, batch)
+        out.loss_sum.backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    fused, fused_grads = run(seq2seq_loss(PAD, smoothing=0.1), fused_model)
+    plain, plain_grads = run(seq2seq_loss(PAD, smoothing=0.1, forward=logits_forward), model)
+    torch.testing.assert_close(fused.loss_sum, plain.loss_sum)
+    assert int(fused.num_tokens) == int(plain.num_tokens)
+    torch.testing.assert_close(fused.logs["token_accuracy"], plain.logs["token_accuracy"])
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, msg=name)
+
+
 class _MeanLossModel(nn.Module):
     """Returns an output object with a mean ``loss`` (and optionally ``num_tokens``)."""
 

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from attnkit.functional import create_causal_mask, create_padding_mask
-from attnkit.models import Transformer, TransformerConfig, build_transformer
+from attnkit.models import Transformer, TransformerConfig, TransformerLoss, build_transformer
 
 D_MODEL, HEADS, D_FF, LAYERS = 16, 4, 32, 2
 
@@ -271,3 +272,26 @@ def test_position_options_that_do_not_apply_are_named():
     with pytest.raises(ValueError, match=r"position options \['base'\] do not apply to 'alibi'"):
         Transformer(vocab_size=30, d_model=16, num_heads=2, positional="alibi",
                     position_options={"base": 10.0})  # fmt: skip
+
+
+def test_labels_give_the_summed_loss_of_the_logits_without_holding_them():
+    torch.manual_seed(0)
+    model = Transformer(vocab_size=40, d_model=16, num_heads=2, num_layers=1, d_ff=32).eval()
+    src, tgt = torch.randint(3, 40, (3, 7)), torch.randint(3, 40, (3, 5))
+    labels = torch.randint(3, 40, (3, 5))
+    labels[0, 3:] = 0  # pad_id 0 is ignored by default
+    out = model(src, tgt, labels=labels, label_smoothing=0.1)
+    assert isinstance(out, TransformerLoss)
+    logits = model(src, tgt)
+    expected = F.cross_entropy(
+        logits.flatten(0, 1), labels.flatten(), ignore_index=0, label_smoothing=0.1, reduction="sum"
+    )
+    torch.testing.assert_close(out.loss_sum, expected)
+    assert out.num_tokens.item() == 13
+    assert out.correct.item() == ((logits.argmax(-1) == labels) & (labels != 0)).sum().item()
+    other_ignore = model(src, tgt, labels=labels, ignore_index=-100)
+    assert other_ignore.num_tokens.item() == 15
+    with pytest.raises(ValueError, match=r"labels must be \(B, T\) = \(3, 5\); got \(3, 4\)"):
+        model(src, tgt, labels=labels[:, :4])
+    with pytest.raises(ValueError, match="return_attention cannot be combined with labels"):
+        model(src, tgt, labels=labels, return_attention=True)

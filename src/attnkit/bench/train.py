@@ -366,21 +366,20 @@ def _attnkit_transformer(case: TrainCase) -> nn.Module:
 
 
 def _build_attnkit(case: TrainCase, *, compiled: bool) -> TrainStep:
-    from attnkit.train.losses import label_smoothed_cross_entropy
+    from attnkit.train.losses import seq2seq_loss
 
     model = _attnkit_transformer(case).to(case.device).train()
     optimizer, optimizer_name = adamw(list(model.parameters()), fused=True)
+    trainer_loss = seq2seq_loss(case.pad_id, case.label_smoothing)
 
     def forward_loss(src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
         # The loss attnkit's Trainer uses (a sum and its count), as a mean like the peers'.
-        loss_sum, count = label_smoothed_cross_entropy(
-            model(src, tgt_in), tgt_out, pad_id=case.pad_id, smoothing=case.label_smoothing
-        )
-        return loss_sum / count
+        out = trainer_loss(model, Batch(src, tgt_in, tgt_out))
+        return out.loss_sum / out.num_tokens
 
     info = {
         "optimizer": optimizer_name,
-        "loss": "attnkit.train.label_smoothed_cross_entropy (sum / count)",
+        "loss": "attnkit.train.seq2seq_loss (the Trainer's; sum / count)",
         "tie_output": model.config.tie_output,
     }
     if compiled:
@@ -486,8 +485,9 @@ for _impl in (
     TrainImplementation(
         "attnkit",
         "attnkit.models.Transformer (its defaults: post-LN, sinusoidal positions, "
-        "tie_output=True, attention backend 'auto' = fused); the label-smoothed loss of "
-        "attnkit.train (same values as torch's); AdamW(fused=True)",
+        "tie_output=True, attention backend 'auto' = fused); the loss of attnkit's "
+        "Trainer (seq2seq_loss: the same label-smoothed values as the peers', with the output "
+        "projection and loss fused a chunk of rows at a time); AdamW(fused=True)",
         lambda case: _build_attnkit(case, compiled=False),
     ),
     TrainImplementation(

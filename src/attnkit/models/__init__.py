@@ -33,6 +33,7 @@ from attnkit.models.transformer import (
     Transformer,
     TransformerAttention,
     TransformerConfig,
+    TransformerLoss,
     build_transformer,
 )
 from attnkit.models.vit import ViT, ViTConfig
@@ -70,6 +71,7 @@ __all__ = [
     "Transformer",
     "TransformerAttention",
     "TransformerConfig",
+    "TransformerLoss",
     "ViT",
     "ViTConfig",
     "build_fusion",

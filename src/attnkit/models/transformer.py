@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import Tensor, nn
 
-from attnkit.functional import create_padding_mask
+from attnkit.functional import create_padding_mask, linear_cross_entropy
 from attnkit.models._config import (
     check_attention,
     check_divisible,
@@ -34,7 +34,13 @@ from attnkit.nn import (
     position_scheme,
 )
 
-__all__ = ["Transformer", "TransformerAttention", "TransformerConfig", "build_transformer"]
+__all__ = [
+    "Transformer",
+    "TransformerAttention",
+    "TransformerConfig",
+    "TransformerLoss",
+    "build_transformer",
+]
 
 
 @dataclass
@@ -123,6 +129,32 @@ class TransformerAttention:
     encoder_self: list[Tensor] = field(default_factory=list)
     decoder_self: list[Tensor] = field(default_factory=list)
     cross: list[Tensor] = field(default_factory=list)
+
+
+@dataclass
+class TransformerLoss:
+    """Teacher-forced loss of :class:`Transformer` called with ``labels``.
+
+    Attributes:
+        loss_sum: float32 scalar, the (label-smoothed) cross-entropy summed over
+            the counted labels (divide by ``num_tokens`` for the mean).
+        num_tokens: int64 scalar, the labels that are not ``ignore_index``.
+        correct: int64 scalar, counted labels that score highest among the logits.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.models import Transformer, TransformerLoss
+        >>> model = Transformer(vocab_size=20, d_model=16, num_heads=2, num_layers=1, d_ff=32)
+        >>> src, tgt = torch.randint(3, 20, (2, 5)), torch.randint(3, 20, (2, 4))
+        >>> labels = torch.tensor([[4, 5, 6, 0], [7, 8, 0, 0]])  # 0 = pad, not counted
+        >>> out = model(src, tgt, labels=labels, label_smoothing=0.1)
+        >>> isinstance(out, TransformerLoss), out.num_tokens.item(), out.loss_sum.shape
+        (True, 5, torch.Size([]))
+    """
+
+    loss_sum: Tensor
+    num_tokens: Tensor
+    correct: Tensor
 
 
 def _self_attention(config: TransformerConfig, scheme: PositionScheme) -> MultiHeadAttention:
@@ -377,15 +409,31 @@ class Transformer(nn.Module):
         tgt_mask: Tensor | None = None,
         *,
         return_attention: bool = False,
-    ) -> Tensor | tuple[Tensor, TransformerAttention]:
+        labels: Tensor | None = None,
+        label_smoothing: float = 0.0,
+        ignore_index: int | None = None,
+    ) -> Tensor | tuple[Tensor, TransformerAttention] | TransformerLoss:
         """Teacher-forced logits ``(B, T, tgt_vocab_size)`` for ``src (B, S)``, ``tgt (B, T)``.
 
         ``src_mask`` (bool, True = real token) defaults to the source padding
         mask and also masks cross-attention. With ``return_attention`` also
         returns every layer's weights per head.
+
+        With ``labels (B, T)`` returns a :class:`TransformerLoss` instead: the
+        cross-entropy of the logits against the labels (``ignore_index``,
+        default ``pad_id``, left out; ``label_smoothing`` as in
+        ``F.cross_entropy``), computed by
+        :func:`attnkit.functional.linear_cross_entropy` a chunk of rows at a
+        time, so the ``(B, T, V)`` logits are never held.
         """
         if src_mask is None:  # encode() validates src
             src_mask = create_padding_mask(src, self.config.pad_id)
+        if labels is not None:
+            if return_attention:
+                raise ValueError("return_attention cannot be combined with labels")
+            memory = self.encode(src, src_mask)
+            hidden = self.decode(tgt, memory, tgt_mask, src_mask)
+            return self._loss(hidden, labels, label_smoothing, ignore_index)
         if not return_attention:
             memory = self.encode(src, src_mask)
             return self.project(self.decode(tgt, memory, tgt_mask, src_mask))
@@ -395,6 +443,26 @@ class Transformer(nn.Module):
         )
         attention = TransformerAttention(encoder_weights, self_weights, cross_weights)
         return self.project(hidden), attention
+
+    def _loss(
+        self, hidden: Tensor, labels: Tensor, smoothing: float, ignore_index: int | None
+    ) -> TransformerLoss:
+        """Summed cross-entropy of ``project(hidden)`` against ``labels``, logits never held."""
+        if labels.shape != hidden.shape[:-1]:
+            raise ValueError(
+                f"labels must be (B, T) = {tuple(hidden.shape[:-1])}; got {tuple(labels.shape)}"
+            )
+        ignore = self.config.pad_id if ignore_index is None else ignore_index
+        flat_labels = labels.reshape(-1)
+        loss_sum, correct = linear_cross_entropy(
+            hidden.reshape(-1, hidden.size(-1)),
+            self.output_projection.weight,
+            flat_labels,
+            ignore_index=ignore,
+            label_smoothing=smoothing,
+            reduction="sum",
+        )
+        return TransformerLoss(loss_sum, (flat_labels != ignore).sum(), correct)
 
 
 def build_transformer(config: TransformerConfig) -> Transformer:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.functional import cross_entropy
+from attnkit.models.transformer import Transformer
 
 __all__ = [
     "LossFn",
@@ -108,11 +109,15 @@ def seq2seq_loss(
 ) -> LossFn:
     """Loss for encoder-decoder models on ``src, tgt_in, tgt_out`` batches.
 
-    ``logits = forward(model, batch.src, batch.tgt_in)`` — by default
-    ``model(src, tgt_in)``, attnkit's ``Transformer``; pass e.g.
-    ``lambda m, s, t: m(s, decoder_input_ids=t).logits`` for T5. The loss is
-    :func:`label_smoothed_cross_entropy` against ``batch.tgt_out``; the logs
-    carry the teacher-forced ``token_accuracy``.
+    ``logits = forward(model, batch.src, batch.tgt_in)``, e.g.
+    ``lambda m, s, t: m(s, decoder_input_ids=t).logits`` for T5; the loss is
+    :func:`label_smoothed_cross_entropy` against ``batch.tgt_out``. Without
+    ``forward``, an attnkit ``Transformer`` (also inside DDP or FSDP) is called
+    as ``model(src, tgt_in, labels=tgt_out, ...)``, which computes the same
+    loss without holding the ``(B, T, V)`` logits
+    (:func:`attnkit.functional.linear_cross_entropy`); any other model as
+    ``model(src, tgt_in)`` for its logits. The logs carry the teacher-forced
+    ``token_accuracy``.
 
     Example:
         >>> import torch
@@ -127,20 +132,45 @@ def seq2seq_loss(
         >>> out.num_tokens.item(), out.loss_sum.shape, list(out.logs)
         (3, torch.Size([]), ['token_accuracy'])
     """
-    forward = forward or (lambda model, src, tgt_in: model(src, tgt_in))
 
-    def loss_fn(model: nn.Module, batch: Any) -> LossOutput:
-        logits = forward(model, batch.src, batch.tgt_in)
+    def logits_loss(model: nn.Module, batch: Any) -> LossOutput:
+        call = forward or (lambda model, src, tgt_in: model(src, tgt_in))
+        logits = call(model, batch.src, batch.tgt_in)
         loss_sum, num_tokens = label_smoothed_cross_entropy(
             logits, batch.tgt_out, pad_id=pad_id, smoothing=smoothing
         )
         with torch.no_grad():
             real = batch.tgt_out != pad_id
             correct = ((logits.argmax(-1) == batch.tgt_out) & real).sum()
-            accuracy = correct / num_tokens.clamp_min(1)
-        return LossOutput(loss_sum, num_tokens, {"token_accuracy": accuracy})
+        return _with_accuracy(loss_sum, num_tokens, correct)
+
+    def loss_fn(model: nn.Module, batch: Any) -> LossOutput:
+        if forward is not None or not isinstance(_unwrapped(model), Transformer):
+            return logits_loss(model, batch)
+        out = model(
+            batch.src,
+            batch.tgt_in,
+            labels=batch.tgt_out,
+            label_smoothing=smoothing,
+            ignore_index=pad_id,
+        )
+        return _with_accuracy(out.loss_sum, out.num_tokens, out.correct)
 
     return loss_fn
+
+
+def _with_accuracy(loss_sum: Tensor, num_tokens: Tensor, correct: Tensor) -> LossOutput:
+    accuracy = correct.detach() / num_tokens.clamp_min(1)
+    return LossOutput(loss_sum, num_tokens, {"token_accuracy": accuracy})
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The module inside DDP / FSDP / ``torch.compile`` wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
 
 
 def call_model(model: nn.Module, batch: Any) -> Any:
