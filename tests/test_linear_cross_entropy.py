@@ -1,5 +1,7 @@
 """Fused projection + cross-entropy: torch's values and gradients, chunking, dtypes, errors."""
 
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -73,6 +75,20 @@ def test_only_the_inputs_that_need_it_get_gradients_and_no_grad_mode_gives_the_l
         evaluated = linear_cross_entropy(hidden, weight, targets, label_smoothing=0.1).loss
     torch.testing.assert_close(evaluated, expected.detach())
     assert not evaluated.requires_grad
+
+
+def test_no_grad_mode_computes_no_gradient_products(monkeypatch):
+    # Under no_grad a Function still reports needs_input_grad for inputs that
+    # require grad; the loss must not pay for the two gradient products then.
+    module = sys.modules["attnkit.functional.linear_cross_entropy"]
+    products = []
+    monkeypatch.setattr(module, "_accumulate_product", lambda *args: products.append(args))
+    hidden, weight, _, targets = _problem(bias=False)
+    with torch.no_grad():
+        linear_cross_entropy(hidden, weight, targets)
+    assert products == []
+    linear_cross_entropy(hidden, weight, targets, chunk_rows=10)
+    assert len(products) == 4  # one per chunk of 37 rows when gradients are tracked
 
 
 def test_a_tied_weight_adds_the_projection_gradient_to_the_embedding_gradient():

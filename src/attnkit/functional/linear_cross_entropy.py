@@ -97,9 +97,15 @@ def linear_cross_entropy(
     rows = max(1, CHUNK_ELEMENTS // weight.size(0)) if chunk_rows is None else chunk_rows
     if rows < 1:
         raise ValueError(f"chunk_rows must be positive; got {chunk_rows}")
-    loss, correct = _LinearCrossEntropy.apply(
-        hidden, weight, bias, targets, ignore_index, label_smoothing, reduction, rows
-    )
+    inputs = (hidden, weight, bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        loss, correct = _LinearCrossEntropy.apply(
+            hidden, weight, bias, targets, ignore_index, label_smoothing, reduction, rows
+        )
+    else:  # evaluation: the loss alone (a Function would be told its inputs need gradients)
+        loss, correct, _ = _run_chunks(
+            inputs, targets, ignore_index, label_smoothing, reduction, rows, (False,) * 3
+        )
     return LinearCrossEntropy(loss, correct)
 
 
@@ -130,6 +136,23 @@ def _product_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
     return hidden.dtype
 
 
+def _run_chunks(
+    inputs: tuple[Tensor, Tensor, Tensor | None],
+    targets: Tensor,
+    ignore_index: int,
+    smoothing: float,
+    reduction: str,
+    chunk_rows: int,
+    needs: tuple[bool, ...],
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Loss, correct count and the gradients ``needs`` asks for, products in their dtype."""
+    hidden, weight, bias = inputs
+    dtype = _product_dtype(hidden, weight)
+    with torch.autocast(hidden.device.type, enabled=False):
+        chunks = _Chunks(hidden.to(dtype), weight.to(dtype), bias, targets, ignore_index)
+        return chunks.run(smoothing, reduction, chunk_rows, needs)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Forward computes the loss and, if needed, every gradient; backward scales them."""
 
@@ -145,11 +168,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
         reduction: str,
         chunk_rows: int,
     ) -> tuple[Tensor, Tensor]:
-        dtype = _product_dtype(hidden, weight)
-        needs = ctx.needs_input_grad[:3]
-        with torch.autocast(hidden.device.type, enabled=False):
-            chunks = _Chunks(hidden.to(dtype), weight.to(dtype), bias, targets, ignore_index)
-            loss, correct, grads = chunks.run(smoothing, reduction, chunk_rows, needs)
+        loss, correct, grads = _run_chunks(
+            (hidden, weight, bias),
+            targets,
+            ignore_index,
+            smoothing,
+            reduction,
+            chunk_rows,
+            ctx.needs_input_grad[:3],
+        )
         ctx.save_for_backward(*grads)
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         ctx.mark_non_differentiable(correct)
