@@ -91,24 +91,12 @@ def test_seq2seq_loss_on_attnkit_transformer():
     assert model.src_embedding.weight.grad is not None
 
 
-class _Wrapper(nn.Module):
-    """Holds the model as ``.module``, as DDP and FSDP do."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
-
-    def forward(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
-
-
-@pytest.mark.parametrize("wrapped", [False, True])
-def test_seq2seq_loss_fused_path_equals_the_logits_path(wrapped):
-    # Without ``forward`` an attnkit Transformer (bare or wrapped) scores with labels=,
-    # never holding the logits; an explicit ``forward`` takes the logits path.
+def test_seq2seq_loss_fused_path_equals_the_logits_path():
+    # Without ``forward`` an attnkit Transformer scores with labels=, never holding
+    # the logits (the DDP and FSDP runs in test_train_distributed take this path too);
+    # an explicit ``forward`` takes the logits path.
     model = tiny_transformer()
     batch = copy_batch(4, 6, torch.Generator().manual_seed(1))
-    fused_model = _Wrapper(model) if wrapped else model
     logits_forward = lambda m, src, tgt_in: m(src, tgt_in)  # noqa: E731
 
     def run(loss_fn, target):
@@ -117,7 +105,7 @@ def test_seq2seq_loss_fused_path_equals_the_logits_path(wrapped):
         out.loss_sum.backward()
         return out, {n: p.grad.clone() for n, p in model.named_parameters()}
 
-    fused, fused_grads = run(seq2seq_loss(PAD, smoothing=0.1), fused_model)
+    fused, fused_grads = run(seq2seq_loss(PAD, smoothing=0.1), model)
     plain, plain_grads = run(seq2seq_loss(PAD, smoothing=0.1, forward=logits_forward), model)
     torch.testing.assert_close(fused.loss_sum, plain.loss_sum)
     assert int(fused.num_tokens) == int(plain.num_tokens)

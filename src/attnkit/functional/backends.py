@@ -52,9 +52,19 @@ def fused_attention(
     """``torch.nn.functional.scaled_dot_product_attention`` (flash / efficient / cuDNN kernels)."""
     del need_weights  # the dispatcher never routes weight requests here
     if dropout_p > 0 and query.device.type == "cpu":
-        return _cpu_attention_with_dropout(
-            query, key, value, mask=mask, bias=bias, causal=causal, dropout_p=dropout_p, scale=scale
-        )
+        # Torch's CPU kernels have no fused dropout: it would run its own math path with
+        # bernoulli_; attnkit's math path does the same products with its cheaper dropout.
+        return math_attention(
+            query,
+            key,
+            value,
+            mask=mask,
+            bias=bias,
+            causal=causal,
+            dropout_p=dropout_p,
+            scale=scale,
+            need_weights=False,
+        )  # type: ignore[return-value]  # weights are None without need_weights
     gqa = {"enable_gqa": True} if query.size(1) != key.size(1) else {}
     plain_causal = causal == "top_left" or query.size(-2) == key.size(-2)
     if causal is not None and mask is None and bias is None and plain_causal:
@@ -82,34 +92,6 @@ def fused_attention(
     )
     if row_has_keys is not None:
         out = out.masked_fill(~row_has_keys, 0.0)
-    return out, None
-
-
-def _cpu_attention_with_dropout(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    *,
-    mask: Tensor | None,
-    bias: Tensor | None,
-    causal: CausalAlignment | None,
-    dropout_p: float,
-    scale: float,
-) -> tuple[Tensor, None]:
-    """Torch's CPU kernels have no fused dropout: with ``dropout_p`` it runs its
-    math path and draws the mask with ``bernoulli_``; attnkit's math path does
-    the same products with :func:`attnkit.functional.dropout`, which is cheaper."""
-    out, _ = math_attention(
-        query,
-        key,
-        value,
-        mask=mask,
-        bias=bias,
-        causal=causal,
-        dropout_p=dropout_p,
-        scale=scale,
-        need_weights=False,
-    )
     return out, None
 
 

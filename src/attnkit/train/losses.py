@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from attnkit.functional import cross_entropy
 from attnkit.models.transformer import Transformer
+from attnkit.train.distributed import unwrap_model
 
 __all__ = [
     "LossFn",
@@ -112,7 +113,7 @@ def seq2seq_loss(
     ``logits = forward(model, batch.src, batch.tgt_in)``, e.g.
     ``lambda m, s, t: m(s, decoder_input_ids=t).logits`` for T5; the loss is
     :func:`label_smoothed_cross_entropy` against ``batch.tgt_out``. Without
-    ``forward``, an attnkit ``Transformer`` (also inside DDP or FSDP) is called
+    ``forward``, an attnkit ``Transformer`` (also inside DDP, FSDP2 or ``torch.compile``) is called
     as ``model(src, tgt_in, labels=tgt_out, ...)``, which computes the same
     loss without holding the ``(B, T, V)`` logits
     (:func:`attnkit.functional.linear_cross_entropy`); any other model as
@@ -145,7 +146,7 @@ def seq2seq_loss(
         return _with_accuracy(loss_sum, num_tokens, correct)
 
     def loss_fn(model: nn.Module, batch: Any) -> LossOutput:
-        if forward is not None or not isinstance(_unwrapped(model), Transformer):
+        if forward is not None or not isinstance(unwrap_model(model), Transformer):
             return logits_loss(model, batch)
         out = model(
             batch.src,
@@ -162,15 +163,6 @@ def seq2seq_loss(
 def _with_accuracy(loss_sum: Tensor, num_tokens: Tensor, correct: Tensor) -> LossOutput:
     accuracy = correct.detach() / num_tokens.clamp_min(1)
     return LossOutput(loss_sum, num_tokens, {"token_accuracy": accuracy})
-
-
-def _unwrapped(model: nn.Module) -> nn.Module:
-    """The module inside DDP / FSDP / ``torch.compile`` wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
 
 
 def call_model(model: nn.Module, batch: Any) -> Any:
