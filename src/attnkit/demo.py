@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -221,10 +222,20 @@ def save_number_words_attention(translator: Translator, number: int, path: Path)
     )
 
 
+def clear_previous_run(output_dir: Path) -> None:
+    """Remove an earlier demo run's checkpoints: the demo always trains afresh (the
+    Trainer refuses to start over checkpoints it was not asked to resume)."""
+    checkpoints = output_dir / "checkpoints"
+    if checkpoints.is_dir():
+        print(f"replacing the previous demo run's checkpoints in {checkpoints}")
+        shutil.rmtree(checkpoints)
+
+
 def run_translation_demo(output_dir: Path, steps: int | None = None) -> dict:
     """Train the number-words translator; report exact match and BLEU on held-out numbers."""
     recipe = number_words_recipe(output_dir, steps)
     print(f"attnkit demo: English -> German number words ({recipe.train.max_steps} steps)")
+    clear_previous_run(output_dir)
     results = train_translation(recipe)
     translator = load_translator(output_dir)
     test = load_corpora(recipe.data).test
@@ -286,6 +297,7 @@ def run_gpt_demo(output_dir: Path, steps: int | None = None) -> dict | None:
         f"attnkit demo: character-level GPT on {corpus.name} "
         f"({recipe.train.max_steps} steps, nanoGPT's CPU configuration)"
     )
+    clear_previous_run(output_dir)
     results = train_language_model(recipe)
     print(f"loss curve: {output_dir / 'loss.png'}")
     return results
