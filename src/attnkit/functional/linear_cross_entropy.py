@@ -29,7 +29,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnkit.functional._common import compute_dtype
-from attnkit.functional.cross_entropy import check_cross_entropy_arguments, check_target_range
+from attnkit.functional.cross_entropy import (
+    check_cross_entropy_arguments,
+    check_target_range,
+    gradient_in_place,
+    score_in_place,
+)
 
 __all__ = ["LinearCrossEntropy", "linear_cross_entropy"]
 
@@ -266,26 +271,13 @@ class _Chunks:
         self, logits: Tensor, rows: slice, row_weights: Tensor, smoothing: float, need_grad: bool
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """One chunk's weighted loss, correct count and, in ``logits``' memory, its gradient."""
-        targets, counted = self.targets[rows], self.counted[rows]
-        classes = logits.size(1)
-        top_logit = logits.amax(1)
-        target_logit = logits.gather(1, targets).squeeze(1)
-        per_row = -(1.0 - smoothing) * target_logit
-        if smoothing:
-            per_row = per_row - (smoothing / classes) * logits.sum(1)
-        correct = ((target_logit >= top_logit) & counted).sum()
-        unnormalised = logits.sub_(top_logit.unsqueeze(1)).exp_()  # logits are gone from here
-        partition = unnormalised.sum(1)
-        per_row = per_row + top_logit + partition.log()  # + logsumexp
+        targets = self.targets[rows]
+        per_row, top_is_target, exp, partition = score_in_place(logits, targets, smoothing)
         loss = (per_row * row_weights).sum()
+        correct = (top_is_target & self.counted[rows]).sum()
         if not need_grad:
             return loss, correct, None
-        # softmax - eps / V - (1 - eps) * one_hot, times the row's weight
-        weights = row_weights.unsqueeze(1)
-        grad = unnormalised.mul_(weights / partition.unsqueeze(1)).sub_(
-            weights * (smoothing / classes)
-        )
-        grad.scatter_add_(1, targets, weights * -(1.0 - smoothing))
+        grad = gradient_in_place(exp, partition, targets, row_weights.unsqueeze(1), smoothing)
         return loss, correct, grad
 
 
