@@ -92,15 +92,16 @@ def _check_arguments(logits: Tensor, targets: Tensor, smoothing: float, reductio
         )
     if not logits.is_floating_point():
         raise ValueError(f"logits must be floating point; got {logits.dtype}")
-    if targets.is_floating_point() or targets.dtype == torch.bool:
-        raise ValueError(f"targets must be integer class ids; got {targets.dtype}")
-    check_cross_entropy_arguments(smoothing, reduction)
+    check_cross_entropy_arguments(targets, smoothing, reduction)
 
 
 def check_cross_entropy_arguments(
-    smoothing: float, reduction: str, allowed: tuple[str, ...] = REDUCTIONS
+    targets: Tensor, smoothing: float, reduction: str, allowed: tuple[str, ...] = REDUCTIONS
 ) -> None:
-    """``label_smoothing`` in ``[0, 1)`` and ``reduction`` one of ``allowed``, or ValueError."""
+    """Integer ``targets``, ``label_smoothing`` in ``[0, 1)`` and ``reduction`` one of
+    ``allowed``, or ValueError."""
+    if targets.is_floating_point() or targets.dtype == torch.bool:
+        raise ValueError(f"targets must be integer class ids; got {targets.dtype}")
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1); got {smoothing}")
     if reduction not in allowed:
@@ -133,9 +134,7 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         safe_targets = targets.masked_fill(~counted, 0).unsqueeze(1)
         scores = logits.to(compute_dtype(logits.dtype), copy=True)  # scored in place below
         per_row, _, exp, partition = score_in_place(scores, safe_targets, smoothing)
-        weights = counted.to(scores.dtype)
-        if reduction == "mean":
-            weights = weights / weights.sum()
+        weights = row_weights(counted, scores.dtype, reduction)
         ctx.save_for_backward(exp, partition, safe_targets, weights)
         ctx.smoothing, ctx.logits_dtype, ctx.spent = smoothing, logits.dtype, False
         losses = per_row * weights
@@ -153,6 +152,12 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         row_weights = (weights * grad_loss).unsqueeze(1)  # (N, 1); grad_loss is () or (N,)
         grad = gradient_in_place(exp, partition, safe_targets, row_weights, ctx.smoothing)
         return grad.to(ctx.logits_dtype), None, None, None, None
+
+
+def row_weights(counted: Tensor, dtype: torch.dtype, reduction: str) -> Tensor:
+    """``(N,)`` weight of each row's loss: 1 where counted (``1 / count`` for "mean"), else 0."""
+    weights = counted.to(dtype)
+    return weights / weights.sum() if reduction == "mean" else weights
 
 
 def score_in_place(

@@ -33,6 +33,7 @@ from attnkit.functional.cross_entropy import (
     check_cross_entropy_arguments,
     check_target_range,
     gradient_in_place,
+    row_weights,
     score_in_place,
 )
 
@@ -96,7 +97,7 @@ def linear_cross_entropy(
         (True, True)
     """
     _check_shapes(hidden, weight, targets, bias)
-    check_cross_entropy_arguments(label_smoothing, reduction, allowed=("mean", "sum"))
+    check_cross_entropy_arguments(targets, label_smoothing, reduction, allowed=("mean", "sum"))
     if targets.device.type == "cpu":  # elsewhere the check would wait for the device
         check_target_range(targets, weight.size(0), ignore_index)
     rows = max(1, CHUNK_ELEMENTS // weight.size(0)) if chunk_rows is None else chunk_rows
@@ -122,8 +123,6 @@ def _check_shapes(hidden: Tensor, weight: Tensor, targets: Tensor, bias: Tensor 
         )
     if targets.shape != hidden.shape[:1]:
         raise ValueError(f"targets must be (N,) = ({hidden.size(0)},); got {tuple(targets.shape)}")
-    if targets.is_floating_point() or targets.dtype == torch.bool:
-        raise ValueError(f"targets must be integer class ids; got {targets.dtype}")
     if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"bias must be (V,) = ({weight.size(0)},); got {tuple(bias.shape)}")
 
@@ -218,9 +217,7 @@ class _Chunks:
         self, smoothing: float, reduction: str, chunk_rows: int, needs: tuple[bool, ...]
     ) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Loss, correct count and the gradients asked for (hidden, weight, bias order)."""
-        row_weights = self.counted.to(self.score_dtype)
-        if reduction == "mean":
-            row_weights = row_weights / row_weights.sum()
+        weights = row_weights(self.counted, self.score_dtype, reduction)
         need_hidden, need_weight, need_bias = needs
         grad_hidden = torch.empty_like(self.hidden) if need_hidden else None
         # accumulated over the chunks in the scores' dtype, whatever the products' dtype
@@ -242,7 +239,7 @@ class _Chunks:
             rows = slice(start, start + chunk_rows)
             logits = self._logits_into(buffer, rows)
             chunk_loss, chunk_correct, grad_logits = self._score(
-                logits, rows, row_weights[rows], smoothing, any(needs)
+                logits, rows, weights[rows], smoothing, any(needs)
             )
             loss += chunk_loss
             correct += chunk_correct
@@ -268,16 +265,16 @@ class _Chunks:
         return torch.addmm(self.bias, hidden, self.weight.t(), out=out)
 
     def _score(
-        self, logits: Tensor, rows: slice, row_weights: Tensor, smoothing: float, need_grad: bool
+        self, logits: Tensor, rows: slice, weights: Tensor, smoothing: float, need_grad: bool
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """One chunk's weighted loss, correct count and, in ``logits``' memory, its gradient."""
         targets = self.targets[rows]
         per_row, top_is_target, exp, partition = score_in_place(logits, targets, smoothing)
-        loss = (per_row * row_weights).sum()
+        loss = (per_row * weights).sum()
         correct = (top_is_target & self.counted[rows]).sum()
         if not need_grad:
             return loss, correct, None
-        grad = gradient_in_place(exp, partition, targets, row_weights.unsqueeze(1), smoothing)
+        grad = gradient_in_place(exp, partition, targets, weights.unsqueeze(1), smoothing)
         return loss, correct, grad
 
 
