@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from attnkit.cli import main
-from attnkit.recipes import ConfigError, load_recipe
+from attnkit.recipes import ConfigError, load_recipe, run_recipe
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shakespeare_char.yaml"
 TINY = [
@@ -46,6 +46,17 @@ def test_train_learns_resumes_and_generates(tmp_path, monkeypatch, capsys):
     assert main(["generate", "--checkpoint", str(run), "--max-new-tokens", "15"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("ROMEO:") and len(out.rstrip("\n")) == len("ROMEO:") + 15
+
+
+def test_a_seed_reproduces_the_run_initial_weights_included(tmp_path, capsys):
+    def final_val_loss(run: str, seed: int) -> float:
+        overrides = [*TINY, f"output_dir={tmp_path / run}", f"train.seed={seed}"]
+        recipe = load_recipe(CONFIG, [*overrides, "train.max_steps=3", "eval_batches=2"])
+        return run_recipe(recipe)["val_loss"]
+
+    first = final_val_loss("a", seed=5)
+    assert final_val_loss("b", seed=5) == first
+    assert final_val_loss("c", seed=6) != first
 
 
 def test_config_errors_are_named(tmp_path):

@@ -32,6 +32,7 @@ from attnkit.recipes.text_classification import (
 )
 from attnkit.recipes.translation import TranslationRecipe, train_translation
 from attnkit.recipes.visual_qa import VisualQARecipe, train_visual_question_answering
+from attnkit.train import seed_everything
 
 __all__ = ["RECIPES", "TRAINERS", "ConfigError", "load_recipe", "run_recipe"]
 
@@ -77,7 +78,18 @@ def run_recipe(recipe: Any, *, resume: bool = False) -> dict[str, Any]:
         >>> sorted(results), Path("run/results.json").is_file()  # doctest: +NORMALIZE_WHITESPACE
         (['sample', 'summary', 'total_wall_s', 'train_wall_s', 'val_bpc', 'val_loss'], True)
     """
+    seed = _recipe_seed(recipe)
+    if seed is not None:
+        # the Trainer seeds again when training starts; seeding here also fixes what comes
+        # before it, above all the model's initial weights
+        seed_everything(seed)
     return TRAINERS[recipe.task](recipe, resume=resume)
+
+
+def _recipe_seed(recipe: Any) -> int | None:
+    """``train.seed`` of a recipe with a training section, else its own ``seed``."""
+    train = getattr(recipe, "train", None)
+    return getattr(train if train is not None else recipe, "seed", None)
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Any:
