@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rouge_score import rouge_scorer
-
 from attnkit.metrics._references import References, references_per_hypothesis
 
 __all__ = ["rouge"]
@@ -45,6 +43,9 @@ def rouge(
         >>> {name: round(value, 2) for name, value in scores.items()}  # P = 1, R = 3/4
         {'rouge1': 85.71}
     """
+    # imported here: rouge-score pulls in nltk (about 1 s), which no other command needs
+    from rouge_score import rouge_scorer
+
     per_hypothesis = references_per_hypothesis(hypotheses, references)
     scorer = rouge_scorer.RougeScorer(
         list(rouge_types), use_stemmer=use_stemmer, tokenizer=tokenizer
