@@ -26,13 +26,13 @@ from attnkit.data import ReversalTask, data_root
 from attnkit.data.number_words import NumberWordsTask
 from attnkit.generation import greedy_decode
 from attnkit.models import Transformer
-from attnkit.recipes.language_model import LanguageModelRecipe, train_language_model
+from attnkit.recipes import run_recipe
+from attnkit.recipes.language_model import LanguageModelRecipe
 from attnkit.recipes.translation import (
     TranslationRecipe,
     Translator,
     load_corpora,
     load_translator,
-    train_translation,
 )
 
 __all__ = [
@@ -236,7 +236,7 @@ def run_translation_demo(output_dir: Path, steps: int | None = None) -> dict:
     recipe = number_words_recipe(output_dir, steps)
     print(f"attnkit demo: English -> German number words ({recipe.train.max_steps} steps)")
     clear_previous_run(output_dir)
-    results = train_translation(recipe)
+    results = run_recipe(recipe)
     translator = load_translator(output_dir)
     test = load_corpora(recipe.data).test
     hypotheses = (output_dir / "test.hyp.txt").read_text(encoding="utf-8").splitlines()
@@ -274,7 +274,7 @@ def gpt_recipe(corpus: Path, output_dir: Path, steps: int | None = None) -> Lang
             "data": {"root": str(corpus.parent), "corpus": corpus.name, "block_size": 64,
                      "batch_size": 12},
             "model": {"d_model": 128, "num_heads": 4, "num_layers": 4, "dropout": 0.0,
-                      "bias": False, "activation": "gelu"},
+                      "bias": False, "activation": "gelu", "positional": "rotary"},
             "train": {"max_steps": steps or 1500, "lr": 1e-3, "betas": [0.9, 0.99],
                       "weight_decay": 0.1, "schedule": "cosine", "warmup_steps": 100,
                       "min_lr_ratio": 0.1, "eval_every": steps or 1500, "best_metric": "val_loss",
@@ -295,10 +295,10 @@ def run_gpt_demo(output_dir: Path, steps: int | None = None) -> dict | None:
     recipe = gpt_recipe(corpus, output_dir, steps)
     print(
         f"attnkit demo: character-level GPT on {corpus.name} "
-        f"({recipe.train.max_steps} steps, nanoGPT's CPU configuration)"
+        f"({recipe.train.max_steps} steps, nanoGPT's CPU configuration with rotary positions)"
     )
     clear_previous_run(output_dir)
-    results = train_language_model(recipe)
+    results = run_recipe(recipe)
     print(f"loss curve: {output_dir / 'loss.png'}")
     return results
 
