@@ -149,8 +149,8 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
             )
         ctx.spent = True
         exp, partition, safe_targets, weights = ctx.saved_tensors
-        row_weights = (weights * grad_loss).unsqueeze(1)  # (N, 1); grad_loss is () or (N,)
-        grad = gradient_in_place(exp, partition, safe_targets, row_weights, ctx.smoothing)
+        scale = (weights * grad_loss).unsqueeze(1)  # (N, 1); grad_loss is () or (N,)
+        grad = gradient_in_place(exp, partition, safe_targets, scale, ctx.smoothing)
         return grad.to(ctx.logits_dtype), None, None, None, None
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "prepare_run_dir",
     "reject_derived_fields",
     "run_timings",
+    "selected_scores",
     "time_limit",
     "with_vocabulary",
     "write_results",
@@ -153,6 +154,20 @@ def best_or_latest(run_dir: str | Path) -> str:
 def load_selected_weights(model: torch.nn.Module, run_dir: str | Path) -> None:
     """Load the run's best (else latest) checkpoint weights into ``model``."""
     load_model_weights(model, run_dir, best_or_latest(run_dir))
+
+
+def selected_scores(
+    summary: TrainSummary, model: torch.nn.Module, evaluate: EvaluateFn
+) -> dict[str, float]:
+    """Validation scores of the selected weights, now in ``model``.
+
+    When the best step is the run's last, its last evaluation scored these very weights
+    on the recipe's fixed validation data, so the record is returned instead of
+    evaluating them again; otherwise ``evaluate(model)``.
+    """
+    if summary.last_eval and summary.best_step is not None and summary.best_step == summary.steps:
+        return dict(summary.last_eval)
+    return evaluate(model)
 
 
 def load_run_recipe(run_dir: Path, recipe_type: type[R], kind: str = "a run directory") -> R:

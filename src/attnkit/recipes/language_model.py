@@ -39,10 +39,11 @@ from attnkit.recipes.common import (
     prepare_run_dir,
     reject_derived_fields,
     run_timings,
+    selected_scores,
     write_results,
 )
 from attnkit.recipes.schema import ConfigError, from_dict
-from attnkit.train import LossOutput, TrainConfig, TrainSummary, load_model_weights
+from attnkit.train import LossOutput, TrainConfig, load_model_weights
 
 __all__ = [
     "LanguageModelData",
@@ -177,15 +178,6 @@ def _validation_fn(recipe: LanguageModelRecipe, stream: TokenStream):
     return evaluate
 
 
-def _selected_scores(summary: TrainSummary) -> dict[str, float] | None:
-    """The best checkpoint's validation scores as the run measured them, if it selected on
-    ``val_loss``: the windows are fixed, so evaluating the loaded weights again (1-2 s for
-    the nanoGPT configuration) would give the same number."""
-    if summary.best_metric != "val_loss" or summary.best_value is None:
-        return None
-    return {"val_loss": summary.best_value, "val_bpc": summary.best_value / math.log(2)}
-
-
 def prepare_token_streams(recipe: Any, text: str, resume: bool):
     """Character tokenizer and the train/val token streams, written into the run directory.
 
@@ -254,7 +246,7 @@ def train_language_model(recipe: LanguageModelRecipe, *, resume: bool = False) -
     if not report:
         return {"summary": summary.to_dict()}
     model = load_language_model(recipe.output_dir, model=model)[0]  # type: ignore[arg-type]
-    scores = _selected_scores(summary) or _validation_fn(recipe, val_stream)(model)
+    scores = selected_scores(summary, model, _validation_fn(recipe, val_stream))
     results = {
         "val_loss": scores["val_loss"],
         "val_bpc": scores["val_bpc"],

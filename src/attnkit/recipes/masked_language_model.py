@@ -32,6 +32,7 @@ from attnkit.recipes.common import (
     fit_recipe,
     reject_derived_fields,
     run_timings,
+    selected_scores,
     write_results,
 )
 from attnkit.recipes.language_model import (
@@ -168,7 +169,7 @@ def train_masked_language_model(
     )
     if not report:
         return {"summary": summary.to_dict()}
-    scores = evaluate(model.eval())
+    scores = selected_scores(summary, model.eval(), evaluate)
     results = {"val_loss": scores["val_loss"], **run_timings(summary, started)}
     write_results(recipe.output_dir, results)  # type: ignore[arg-type]
     print(f"val loss {scores['val_loss']:.4f} nats per masked character")

@@ -32,6 +32,7 @@ from attnkit.recipes.common import (
     fit_recipe,
     prepare_run_dir,
     run_timings,
+    selected_scores,
     write_results,
 )
 from attnkit.recipes.schema import ConfigError
@@ -260,17 +261,21 @@ def fit_classifier(
         train, batch_size, pad_id=pad_id, seed=seed, bucket_batches=recipe.data.bucket_batches
     )
     valid_source = ClassificationBatcher(valid, batch_size, pad_id=pad_id, seed=seed, shuffle=False)
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        return {"valid_accuracy": accuracy(m, valid_source)}
+
     summary, report = fit_recipe(
         model,
         classification_loss,
         source,
         recipe,
-        evaluate_fn=lambda m: {"valid_accuracy": accuracy(m, valid_source)},
+        evaluate_fn=evaluate,
         resume=resume,
     )
     if not report:
         return {"summary": summary.to_dict()}
-    dev_accuracy = accuracy(model, valid_source)
+    dev_accuracy = selected_scores(summary, model, evaluate)["valid_accuracy"]
     results = write_results(
         recipe.output_dir,  # type: ignore[arg-type]
         {
