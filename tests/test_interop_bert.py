@@ -1,6 +1,8 @@
 """BERT Hugging Face checkpoints: every head against transformers, MiniLM, round trips, errors."""
 
+import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -156,6 +158,61 @@ def test_mean_pooling_fine_tuning_skips_the_pooler_and_round_trips(tmp_path):
     assert reloaded.config.classifier_pooling == "mean"
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids, mask).logits, model(ids, mask).logits)
+
+
+def test_mean_pooling_warns_that_transformers_reads_cls(tmp_path, caplog):
+    config = BertConfig(vocab_size=60, d_model=16, num_heads=2, num_layers=1, d_ff=32)
+    model = BertForSequenceClassification(replace(config, classifier_pooling="mean"))
+    with caplog.at_level(logging.WARNING, logger="attnkit.interop.bert"):
+        save_pretrained(model, tmp_path)
+    assert "classifier_pooling='mean'" in caplog.text and "[CLS]" in caplog.text
+
+
+@pytest.mark.parametrize("task", ["masked_lm", "pretraining"])
+def test_an_untied_decoder_matrix_loads_and_round_trips(task, tmp_path):
+    hf = saved_hf(task, tmp_path / "hf", tie_word_embeddings=False)
+    model = from_pretrained(tmp_path / "hf")
+    assert model.mlm.decoder.weight is not model.bert.embeddings.word.weight
+    compare(task, hf, model, atol=1e-5)
+    save_pretrained(model, tmp_path / "attnkit")
+    reloaded = getattr(transformers, HF_CLASSES[task][0]).from_pretrained(tmp_path / "attnkit")
+    compare(task, reloaded.eval(), model, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["gelu_new", "gelu_pytorch_tanh", "relu", "silu"])
+def test_hidden_act_variants_match_transformers(activation, tmp_path):
+    hf = saved_hf("base", tmp_path, hidden_act=activation)
+    compare("base", hf, from_pretrained(tmp_path), atol=1e-5)
+
+
+def test_an_unknown_activation_is_named(tmp_path):
+    saved_hf("base", tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_act": "quick_gelu"}))
+    with pytest.raises(ValueError, match=r"hidden_act must be one of .*got 'quick_gelu'"):
+        from_pretrained(tmp_path)
+
+
+def test_a_sharded_checkpoint_loads(tmp_path):
+    hf = saved_hf("masked_lm", tmp_path, tie_word_embeddings=False)
+    hf.save_pretrained(tmp_path, max_shard_size="20KB")
+    (tmp_path / "model.safetensors").unlink(missing_ok=True)
+    assert len(list(tmp_path.glob("model-*-of-*.safetensors"))) > 1
+    compare("masked_lm", hf, from_pretrained(tmp_path), atol=1e-5)
+    (tmp_path / sorted(tmp_path.glob("model-*.safetensors"))[0].name).unlink()
+    with pytest.raises(FileNotFoundError, match=r"model-00001-of-.*missing \(listed in"):
+        from_pretrained(tmp_path)
+
+
+def test_a_shape_mismatch_names_both_keys(tmp_path):
+    saved_hf("base", tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))
+    with pytest.raises(
+        CheckpointMismatchError,
+        match=r"shape mismatch for layers\.0\.\S+ \(checkpoint key encoder\.layer\.0\.",
+    ):
+        from_pretrained(tmp_path)
 
 
 def test_a_task_checkpoint_loads_as_the_bare_encoder(tmp_path, caplog):

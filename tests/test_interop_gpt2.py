@@ -167,7 +167,10 @@ def test_missing_unexpected_and_mis_shaped_keys_are_all_named(saved, tmp_path):
     message = str(error.value)
     assert "missing keys in the checkpoint: ['transformer.h.1.ln_2.bias']" in message
     assert "unexpected keys in the checkpoint: ['transformer.h.0.extra.weight']" in message
-    assert "position_embedding.embedding.weight: the model expects (80, 32)" in message
+    assert (
+        "position_embedding.embedding.weight (checkpoint key transformer.wpe.weight): "
+        "the model expects (80, 32)"
+    ) in message
     assert "gives (81, 32)" in message
 
 

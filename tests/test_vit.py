@@ -61,7 +61,7 @@ def test_other_image_sizes_use_interpolated_positions():
         model(torch.randn(1, 3, 28, 28))
 
 
-def hf_vit(path):
+def hf_vit(path, **overrides):
     config = transformers.ViTConfig(
         image_size=28,
         patch_size=7,
@@ -71,6 +71,7 @@ def hf_vit(path):
         num_attention_heads=4,
         intermediate_size=64,
         num_labels=10,
+        **overrides,
     )
     torch.manual_seed(4)
     model = transformers.ViTForImageClassification(config).eval()
@@ -187,6 +188,17 @@ def test_hybrid_and_mean_pooling_options():
 
 
 def test_options_hugging_face_lacks_are_refused_on_save(tmp_path):
-    for options in ({"stem_channels": [4]}, {"classifier_pooling": "mean"}):
+    for options in ({"stem_channels": [4]}, {"classifier_pooling": "mean"}, {"qkv_bias": False}):
         with pytest.raises(ValueError, match="Hugging Face's ViT has no convolutional stem"):
             save_pretrained(tiny(**options), tmp_path / "out")
+
+
+@pytest.mark.parametrize("activation", ["relu", "silu", "gelu_pytorch_tanh"])
+def test_hidden_act_variants_load_and_save(activation, tmp_path):
+    hf = hf_vit(tmp_path / "hf", hidden_act=activation)
+    model = from_pretrained(tmp_path / "hf")
+    images = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(model(images).logits, hf(images).logits, atol=1e-5, rtol=0)
+    save_pretrained(model, tmp_path / "attnkit")
+    assert from_pretrained(tmp_path / "attnkit").config.activation == model.config.activation

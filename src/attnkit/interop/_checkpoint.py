@@ -23,7 +23,20 @@ from torch import Tensor, nn
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
 TORCH_FILE = "pytorch_model.bin"
+INDEX_SUFFIX = ".index.json"  # a sharded checkpoint's map from weight name to shard file
 logger = logging.getLogger(__name__)
+
+# Hugging Face activation names -> attnkit's; the tanh approximation of GELU has three names.
+_ACTIVATIONS_FROM_HF = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+}
+_ACTIVATIONS_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
 
 
 class CheckpointMismatchError(ValueError):
@@ -50,24 +63,61 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{file}: not valid JSON ({error})") from error
 
 
+def activation_from_hf(name: str, field: str) -> str:
+    """attnkit's name for the Hugging Face activation ``name`` read from ``field``."""
+    if name not in _ACTIVATIONS_FROM_HF:
+        raise ValueError(f"{field} must be one of {sorted(_ACTIVATIONS_FROM_HF)}; got {name!r}")
+    return _ACTIVATIONS_FROM_HF[name]
+
+
+def activation_to_hf(activation: str, family: str) -> str:
+    """The Hugging Face name of attnkit's ``activation`` for a ``family`` checkpoint."""
+    if activation not in _ACTIVATIONS_TO_HF:
+        raise ValueError(
+            f"{family} format needs activation in {sorted(_ACTIVATIONS_TO_HF)}; got {activation!r}"
+        )
+    return _ACTIVATIONS_TO_HF[activation]
+
+
 def read_weights(path: str | Path) -> dict[str, Tensor]:
-    """The weights of a model directory: ``model.safetensors`` or ``pytorch_model.bin``."""
+    """The weights of a model directory: ``model.safetensors`` or ``pytorch_model.bin``,
+    whole or in the shards that ``model.safetensors.index.json`` (or
+    ``pytorch_model.bin.index.json``) lists."""
     directory = Path(path)
-    safetensors = directory / SAFETENSORS_FILE
-    if safetensors.is_file():
-        try:
-            return load_file(str(safetensors))
-        except Exception as error:  # safetensors raises its own error types
-            raise ValueError(f"{safetensors}: cannot be read ({error})") from error
-    legacy = directory / TORCH_FILE
-    if legacy.is_file():
-        try:
-            return torch.load(legacy, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise ValueError(f"{legacy}: cannot be read ({error})") from error
+    for file_name in (SAFETENSORS_FILE, TORCH_FILE):
+        if (directory / file_name).is_file():
+            return _read_weight_file(directory / file_name)
+        index = directory / (file_name + INDEX_SUFFIX)
+        if index.is_file():
+            return _read_shards(index)
     raise FileNotFoundError(
-        f"{directory}: no weights found (expected {SAFETENSORS_FILE} or {TORCH_FILE})"
+        f"{directory}: no weights found (expected {SAFETENSORS_FILE} or {TORCH_FILE}, "
+        f"or a sharded checkpoint's {SAFETENSORS_FILE + INDEX_SUFFIX})"
     )
+
+
+def _read_weight_file(file: Path) -> dict[str, Tensor]:
+    try:
+        if file.name.endswith(".safetensors"):
+            return load_file(str(file))
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # safetensors and torch raise their own error types
+        raise ValueError(f"{file}: cannot be read ({error})") from error
+
+
+def _read_shards(index: Path) -> dict[str, Tensor]:
+    """Merge the shard files named in a sharded checkpoint's index."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{index}: expected JSON with a 'weight_map' ({error})") from error
+    weights: dict[str, Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        file = index.parent / shard
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: missing (listed in {index.name})")
+        weights.update(_read_weight_file(file))
+    return weights
 
 
 def write_directory(
@@ -102,6 +152,7 @@ class WeightSource:
         self.ignore = tuple(ignore)
         self.taken: set[str] = set()
         self.missing: list[str] = []
+        self.name_of: dict[int, str] = {}  # id of a handed-out tensor -> its checkpoint name
 
     def has(self, name: str) -> bool:
         return name in self.weights
@@ -113,7 +164,9 @@ class WeightSource:
                 self.missing.append(name)
             return None
         self.taken.add(name)
-        return self.weights[name]
+        tensor = self.weights[name]
+        self.name_of[id(tensor)] = name
+        return tensor
 
     def mark_used(self, name: str) -> None:
         """Count ``name`` as consumed without reading it (e.g. a tied copy)."""
@@ -171,8 +224,11 @@ def load_converted(
         if name not in expected:
             problems.append(f"conversion produced an unknown attnkit name {name!r}")
         elif tensor.shape != expected[name].shape:
+            stored = source.name_of.get(id(tensor))
             problems.append(
-                f"shape mismatch for {name}: the model expects {tuple(expected[name].shape)}, "
+                f"shape mismatch for {name}"
+                + (f" (checkpoint key {stored})" if stored else "")
+                + f": the model expects {tuple(expected[name].shape)}, "
                 f"the checkpoint gives {tuple(tensor.shape)}"
             )
     if problems:

@@ -8,11 +8,12 @@ initialised fresh and named in a warning, as ``transformers`` does.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from torch import Tensor, nn
 
-from attnkit.interop._checkpoint import WeightSource
+from attnkit.interop._checkpoint import WeightSource, activation_from_hf, activation_to_hf
 from attnkit.models.bert import (
     BertConfig,
     BertForMaskedLM,
@@ -23,6 +24,7 @@ from attnkit.models.bert import (
 )
 
 MODEL_TYPE = "bert"
+logger = logging.getLogger(__name__)
 TASKS: dict[str, type[nn.Module]] = {
     "base": BertModel,
     "masked_lm": BertForMaskedLM,
@@ -56,9 +58,6 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> BertConfig:
             "BERT checkpoints with position_embedding_type "
             f"{hf['position_embedding_type']!r} are not supported (only 'absolute')"
         )
-    activation = hf.get("hidden_act", "gelu")
-    if activation not in ("gelu", "relu", "gelu_new"):
-        raise ValueError(f"hidden_act must be 'gelu', 'gelu_new' or 'relu'; got {activation!r}")
     num_labels = hf.get("num_labels") or len(hf.get("id2label") or {}) or 2
     values = {
         "vocab_size": hf["vocab_size"],
@@ -70,13 +69,14 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> BertConfig:
         "d_ff": hf.get("intermediate_size", 3072),
         "dropout": hf.get("hidden_dropout_prob", 0.1),
         "attention_dropout": hf.get("attention_probs_dropout_prob", 0.1),
-        "activation": "gelu_tanh" if activation == "gelu_new" else activation,
+        "activation": activation_from_hf(hf.get("hidden_act", "gelu"), "hidden_act"),
         "layer_norm_eps": hf.get("layer_norm_eps", 1e-12),
         "pad_id": hf.get("pad_token_id") or 0,
         "num_labels": num_labels,
         "classifier_dropout": hf.get("classifier_dropout"),
         "classifier_pooling": hf.get("classifier_pooling", "cls"),
         "init_std": hf.get("initializer_range", 0.02),
+        "tie_embeddings": hf.get("tie_word_embeddings", True),
     }
     return BertConfig(**{**values, **overrides})
 
@@ -86,6 +86,13 @@ def config_to_hf(config: BertConfig, task: str) -> dict[str, Any]:
     if config.positional != "learned":
         raise ValueError(
             f"BERT format needs positional='learned'; this model has {config.positional!r}"
+        )
+    if task == "sequence_classification" and config.classifier_pooling != "cls":
+        logger.warning(
+            "classifier_pooling=%r is saved for attnkit only: transformers' "
+            "BertForSequenceClassification reads [CLS] through its pooler, so it will "
+            "give other logits for this directory",
+            config.classifier_pooling,
         )
     return {
         "model_type": MODEL_TYPE,
@@ -99,7 +106,7 @@ def config_to_hf(config: BertConfig, task: str) -> dict[str, Any]:
         "intermediate_size": config.d_ff,
         "hidden_dropout_prob": config.dropout,
         "attention_probs_dropout_prob": config.attention_dropout,
-        "hidden_act": "gelu_new" if config.activation == "gelu_tanh" else config.activation,
+        "hidden_act": activation_to_hf(config.activation, "BERT"),
         "layer_norm_eps": config.layer_norm_eps,
         "pad_token_id": config.pad_id,
         "num_labels": config.num_labels,
@@ -109,6 +116,7 @@ def config_to_hf(config: BertConfig, task: str) -> dict[str, Any]:
         # not a transformers key (transformers keeps it and reads [CLS]); attnkit reads it back
         "classifier_pooling": config.classifier_pooling,
         "initializer_range": config.init_std,
+        "tie_word_embeddings": config.tie_embeddings,
         "position_embedding_type": "absolute",
     }
 
@@ -189,9 +197,12 @@ def weights_from_hf(source: WeightSource, model: nn.Module) -> dict[str, Tensor 
     for hf_name, ak_name in head_names(task):
         out[ak_name] = source.take(hf_name, optional=True)
     if task in ("masked_lm", "pretraining"):
-        out["mlm.decoder.weight"] = out[f"{ak_prefix}embeddings.word.weight"]
-        for tied in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias"):
-            source.mark_used(tied)
+        if config.tie_embeddings:
+            out["mlm.decoder.weight"] = out[f"{ak_prefix}embeddings.word.weight"]
+            source.mark_used("cls.predictions.decoder.weight")
+        else:
+            out["mlm.decoder.weight"] = source.take("cls.predictions.decoder.weight")
+        source.mark_used("cls.predictions.decoder.bias")  # a copy of cls.predictions.bias
     return out
 
 
@@ -208,8 +219,12 @@ def weights_to_hf(model: nn.Module) -> dict[str, Tensor]:
     pooler = f"{ak_prefix}pooler.weight" in state
     names = encoder_names(model.config, hf_prefix, ak_prefix, pooler=pooler)  # type: ignore[arg-type]
     # The decoder weight and bias are tied to the embeddings and ``cls.predictions.bias``:
-    # transformers re-ties them on load, so they are not written twice.
-    return {hf_name: state[ak_name] for hf_name, ak_name in [*names, *head_names(task)]}
+    # transformers re-ties them on load, so they are not written twice. An untied
+    # decoder matrix is written under its own name.
+    out = {hf_name: state[ak_name] for hf_name, ak_name in [*names, *head_names(task)]}
+    if task in ("masked_lm", "pretraining") and not model.config.tie_embeddings:  # type: ignore[union-attr]
+        out["cls.predictions.decoder.weight"] = state["mlm.decoder.weight"]
+    return out
 
 
 def build(hf_config: dict[str, Any], task: str | None = None, **overrides: Any) -> nn.Module:

@@ -12,19 +12,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attnkit.interop._checkpoint import WeightSource, split_rows
+from attnkit.interop._checkpoint import (
+    WeightSource,
+    activation_from_hf,
+    activation_to_hf,
+    split_rows,
+)
 from attnkit.models import GPT, GPTConfig
 
 MODEL_TYPE = "gpt2"
-_ACTIVATIONS = {
-    "gelu_new": "gelu_tanh",
-    "gelu_pytorch_tanh": "gelu_tanh",
-    "gelu_fast": "gelu_tanh",
-    "gelu": "gelu",
-    "relu": "relu",
-    "silu": "silu",
-}
-_HF_ACTIVATION = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}
 
 
 def config_from_hf(hf: dict[str, Any]) -> GPTConfig:
@@ -36,11 +32,9 @@ def config_from_hf(hf: dict[str, Any]) -> GPTConfig:
         )
     if hf.get("add_cross_attention"):
         raise ValueError("GPT-2 with add_cross_attention=True is not supported")
-    activation = hf.get("activation_function", "gelu_new")
-    if activation not in _ACTIVATIONS:
-        raise ValueError(
-            f"activation_function must be one of {sorted(_ACTIVATIONS)}; got {activation!r}"
-        )
+    activation = activation_from_hf(
+        hf.get("activation_function", "gelu_new"), "activation_function"
+    )
     return GPTConfig(
         vocab_size=hf["vocab_size"],
         max_len=hf.get("n_positions", 1024),
@@ -50,7 +44,7 @@ def config_from_hf(hf: dict[str, Any]) -> GPTConfig:
         d_ff=hf.get("n_inner"),
         dropout=hf.get("resid_pdrop", 0.1),
         attention_dropout=hf.get("attn_pdrop", 0.1),
-        activation=_ACTIVATIONS[activation],
+        activation=activation,
         layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
         tie_embeddings=hf.get("tie_word_embeddings", True),
         init_std=hf.get("initializer_range", 0.02),
@@ -68,10 +62,6 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
     for name, (allowed, value) in layout.items():
         if value != allowed and not (isinstance(allowed, tuple) and value in allowed):
             raise ValueError(f"GPT-2 format needs {name}={allowed!r}; this model has {value!r}")
-    if config.activation not in _HF_ACTIVATION:
-        raise ValueError(
-            f"GPT-2 format needs activation in {sorted(_HF_ACTIVATION)}; got {config.activation!r}"
-        )
     return {
         "model_type": MODEL_TYPE,
         "architectures": ["GPT2LMHeadModel"],
@@ -81,7 +71,7 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
         "n_head": config.num_heads,
         "n_layer": config.num_layers,
         "n_inner": config.d_ff,
-        "activation_function": _HF_ACTIVATION[config.activation],
+        "activation_function": activation_to_hf(config.activation, "GPT-2"),
         "resid_pdrop": config.dropout,
         "embd_pdrop": config.dropout,
         "attn_pdrop": config.dropout

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor
 
-from attnkit.interop._checkpoint import WeightSource
+from attnkit.interop._checkpoint import WeightSource, activation_from_hf, activation_to_hf
 from attnkit.models.vit import ViT, ViTConfig
 
 MODEL_TYPE = "vit"
@@ -63,7 +63,7 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> ViTConfig:
         "d_ff": hf.get("intermediate_size", 3072),
         "dropout": hf.get("hidden_dropout_prob", 0.0),
         "attention_dropout": hf.get("attention_probs_dropout_prob", 0.0),
-        "activation": {"gelu_new": "gelu_tanh"}.get(hf.get("hidden_act", "gelu"), "gelu"),
+        "activation": activation_from_hf(hf.get("hidden_act", "gelu"), "hidden_act"),
         "layer_norm_eps": hf.get("layer_norm_eps", 1e-12),
         "num_labels": num_labels,
         "init_std": hf.get("initializer_range", 0.02),
@@ -72,11 +72,13 @@ def config_from_hf(hf: dict[str, Any], **overrides: Any) -> ViTConfig:
 
 
 def config_to_hf(config: ViTConfig) -> dict[str, Any]:
-    if config.stem_channels or config.classifier_pooling != "cls":
+    if config.stem_channels or config.classifier_pooling != "cls" or not config.qkv_bias:
         raise ValueError(
-            "Hugging Face's ViT has no convolutional stem and reads the class token; got "
+            "Hugging Face's ViT has no convolutional stem, reads the class token and has "
+            "attention biases; got "
             f"stem_channels={list(config.stem_channels)}, "
-            f"classifier_pooling={config.classifier_pooling!r} (save with model.state_dict())"
+            f"classifier_pooling={config.classifier_pooling!r}, qkv_bias={config.qkv_bias} "
+            "(save with model.state_dict())"
         )
     return {
         "model_type": MODEL_TYPE,
@@ -90,7 +92,7 @@ def config_to_hf(config: ViTConfig) -> dict[str, Any]:
         "intermediate_size": config.d_ff,
         "hidden_dropout_prob": config.dropout,
         "attention_probs_dropout_prob": config.attention_dropout,
-        "hidden_act": "gelu_new" if config.activation == "gelu_tanh" else config.activation,
+        "hidden_act": activation_to_hf(config.activation, "ViT"),
         "layer_norm_eps": config.layer_norm_eps,
         "num_labels": config.num_labels,
         "id2label": {str(i): f"LABEL_{i}" for i in range(config.num_labels)},

@@ -70,6 +70,8 @@ class BertConfig:
             pooler over ``[CLS]``) or ``"mean"`` (the mean of the real tokens' final
             states, the readout sentence-embedding checkpoints are trained with).
         init_std: standard deviation of the normal initialisation.
+        tie_embeddings: the masked-LM decoder shares the word embedding matrix
+            (BERT's layout; ``False`` gives the decoder its own matrix).
         positional: ``"learned"`` (BERT's own table) or any other scheme of
             :func:`attnkit.nn.position_scheme` (bidirectional); ``position_options``
             its settings.
@@ -100,6 +102,7 @@ class BertConfig:
     classifier_dropout: float | None = None
     classifier_pooling: str = "cls"
     init_std: float = 0.02
+    tie_embeddings: bool = True
     positional: str = "learned"
     position_options: dict = field(default_factory=dict)
     attention: str = "dense"
@@ -307,7 +310,8 @@ def _init(module: nn.Module, std: float) -> None:
 
 
 class MaskedLMHead(nn.Module):
-    """``decoder(LayerNorm(gelu(dense(h)))) + bias``; the decoder is the word embedding matrix."""
+    """``decoder(LayerNorm(gelu(dense(h)))) + bias``; the decoder is the word embedding
+    matrix unless ``config.tie_embeddings`` is false."""
 
     def __init__(self, config: BertConfig, word_embeddings: nn.Embedding) -> None:
         super().__init__()
@@ -315,7 +319,8 @@ class MaskedLMHead(nn.Module):
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.activation = ACTIVATIONS[config.activation][0]
         self.decoder = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        self.decoder.weight = word_embeddings.weight
+        if config.tie_embeddings:
+            self.decoder.weight = word_embeddings.weight
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden: Tensor) -> Tensor:
