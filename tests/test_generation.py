@@ -6,7 +6,9 @@ the softmax a sampler must draw from.
 """
 
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -163,6 +165,71 @@ def test_greedy_errors(model, src):
         greedy_decode(model, None, max_new_tokens=3, **KW)
     with pytest.raises(TypeError, match="must be a DecodingModel"):
         greedy_decode(nn.Linear(2, 2), src, max_new_tokens=3, **KW)
+
+
+def test_integer_like_eos_ids_are_ids(model, src):
+    expected = greedy_decode(model, src, max_new_tokens=6, **KW)
+    for eos in (np.int64(EOS), torch.tensor(EOS), [torch.tensor(EOS)], (np.int32(EOS),)):
+        out = greedy_decode(model, src, max_new_tokens=6, bos_id=BOS, eos_id=eos, pad_id=PAD)
+        assert torch.equal(out, expected), eos
+    sampled = sample(model, src, max_new_tokens=6, top_k=1, **{**KW, "eos_id": np.int64(EOS)})
+    assert torch.equal(sampled, expected)
+
+
+def test_bad_eos_and_pad_ids_are_named_before_the_model_runs():
+    calls = []
+
+    def logits(tokens: Tensor) -> Tensor:
+        calls.append(tokens.size(1))
+        return torch.zeros(tokens.size(0), VOCAB)
+
+    decoder = Scripted(logits)
+    expected = r"eos_id must be None, an integer token id or a sequence of them; got "
+    for eos in (2.0, "2", [2, 2.5], torch.tensor(2.0), True):
+        with pytest.raises(TypeError, match=expected + re.escape(repr(eos))):
+            greedy_decode(decoder, None, max_new_tokens=3, bos_id=BOS, eos_id=eos)
+    with pytest.raises(TypeError, match=r"pad_id must be an integer token id; got 0.5 \(float\)"):
+        sample(decoder, None, max_new_tokens=3, bos_id=BOS, pad_id=0.5)
+    assert not calls
+
+
+def test_cached_decoding_under_autocast(src):
+    """bf16 autocast (the trainer's evaluation): the decoder's cache keeps bf16 keys."""
+    model = random_model(dtype=torch.float32)
+    uncached = EncoderDecoderAdapter(model, src, use_cache=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        tokens = greedy_decode(model, src, max_new_tokens=8, **KW)
+        reference = greedy_decode(uncached, None, max_new_tokens=8, **KW)
+        beams = beam_search(model, src, beam_size=3, max_new_tokens=8, **KW)
+        beams_reference = beam_search(uncached, None, beam_size=3, max_new_tokens=8, **KW)
+    assert tokens.size(0) == 8 and torch.equal(tokens, reference)
+    assert torch.equal(beams.sequences, beams_reference.sequences)
+
+
+def test_encoder_decoder_takes_a_2d_key_padding_mask(model, src):
+    square = src[:7]  # B == S = 7: a (B, S) mask must not be read as (Tq, Tk)
+    real = square != PAD
+    expected = greedy_decode(model, square, max_new_tokens=6, **KW)
+    for mask in (real, real[:, None, None, :]):
+        out = greedy_decode(model, square, max_new_tokens=6, src_mask=mask, **KW)
+        assert torch.equal(out, expected)
+    beams = beam_search(model, square, beam_size=2, max_new_tokens=6, src_mask=real, **KW)
+    assert torch.equal(
+        beams.sequences, beam_search(model, square, beam_size=2, max_new_tokens=6, **KW).sequences
+    )
+    message = (
+        r"src_mask must be a bool key-padding mask of shape \(B, S\) = \(7, 7\) or "
+        r"\(B, 1, 1, S\) = \(7, 1, 1, 7\) \(B may be 1\), True at real tokens; got "
+    )
+    bad = {
+        "torch.bool (7, 6)": real[:, :6],
+        "torch.float32 (7, 7)": real.float(),
+        "torch.bool (7, 1, 7)": real[:, None],
+        "torch.bool (7, 1, 7, 7)": real[:, None, None].expand(7, 1, 7, 7),
+    }
+    for got, mask in bad.items():
+        with pytest.raises(ValueError, match=message + re.escape(got)):
+            EncoderDecoderAdapter(model, square, mask)
 
 
 # ---------------------------------------------------------------------- processors

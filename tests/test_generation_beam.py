@@ -7,12 +7,20 @@ its teacher-forced full forward pass; an uncached decoder rerunning
 
 import itertools
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
 
-from attnkit.generation import BeamSearchOutput, EncoderDecoderAdapter, beam_search, greedy_decode
+from attnkit.generation import (
+    BeamSearchOutput,
+    EncoderDecoderAdapter,
+    beam_search,
+    generate,
+    greedy_decode,
+)
 from attnkit.models import Transformer
 from generation_helpers import BOS, EOS, PAD, FullForward, random_model
 
@@ -301,3 +309,17 @@ def test_beam_search_errors():
         kwargs = {**KW, "beam_size": 2, "max_new_tokens": 3, **kwargs}
         with pytest.raises(ValueError, match=message):
             beam_search(model, src, **kwargs)
+
+
+def test_beam_search_needs_exactly_one_integer_eos_id():
+    model, src = random_model(5), _sources(2, 5)
+    kw = dict(beam_size=2, max_new_tokens=3, bos_id=BOS, pad_id=PAD)
+    for eos in ([EOS, 3], None, 2.0):
+        message = rf"eos_id must be one integer token id for beam search; got {eos!r}"
+        with pytest.raises(TypeError, match=re.escape(message)):
+            beam_search(model, src, eos_id=eos, **kw)
+    with pytest.raises(TypeError, match=r"eos_id must be one integer token id for beam search"):
+        generate(model, src, "beam", eos_id=None, **kw)
+    expected = beam_search(model, src, eos_id=EOS, **kw)
+    for eos in (np.int64(EOS), torch.tensor(EOS)):
+        assert torch.equal(beam_search(model, src, eos_id=eos, **kw).sequences, expected.sequences)

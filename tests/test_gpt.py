@@ -150,6 +150,69 @@ def test_cached_and_uncached_generation_give_the_same_tokens():
     torch.testing.assert_close(cached, uncached)
 
 
+@pytest.mark.parametrize("layout", ["gpt2", "llama", "alibi"])
+def test_decoding_with_the_cache_under_autocast(layout):
+    """bf16 autocast, as the trainer evaluates: the cache keeps keys/values in bf16."""
+    from attnkit.generation import DecoderOnlyAdapter, beam_search, greedy_decode
+
+    torch.manual_seed(0)
+    model = tiny(**LAYOUTS[layout])
+    prompts = torch.randint(3, 40, (3, 5))
+    mask = torch.ones_like(prompts, dtype=torch.bool)
+    mask[1, :2] = False
+    uncached = DecoderOnlyAdapter(model, prompts, mask, use_cache=False)
+    beam = dict(beam_size=3, max_new_tokens=6, eos_id=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        tokens = greedy_decode(model, prompts, src_mask=mask, max_new_tokens=10)
+        reference = greedy_decode(uncached, None, max_new_tokens=10)
+        beams = beam_search(model, prompts, src_mask=mask, **beam)
+        beams_reference = beam_search(uncached, None, **beam)
+    assert tokens.shape == (3, 10)
+    torch.testing.assert_close(tokens, reference)
+    torch.testing.assert_close(beams.sequences, beams_reference.sequences)
+
+
+@pytest.mark.parametrize("layout", ["gpt2", "sinusoidal"])
+def test_left_padding_does_not_count_against_max_len(layout):
+    model = tiny(max_len=8, **LAYOUTS[layout])
+    prompt = torch.randint(3, 40, (1, 2))
+    padded = torch.cat([torch.zeros(1, 4, dtype=torch.long), prompt], dim=1)
+    # 2 real tokens + 6 new: positions 0..7 of max_len 8, in 4 + 2 + 6 slots.
+    alone = generate(model, prompt, "greedy", max_new_tokens=6)
+    together = generate(model, padded, "greedy", src_mask=padded != 0, max_new_tokens=6)
+    torch.testing.assert_close(together, alone)
+    # The forward pass itself: 9 slots, 5 real tokens at positions 0..4.
+    ids = torch.cat([padded, torch.randint(3, 40, (1, 3))], dim=1)
+    logits = model(ids, ids != 0).logits[:, 4:]
+    torch.testing.assert_close(logits, model(ids[:, 4:]).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam", "sample"])
+def test_a_request_past_max_len_fails_before_any_decoding(strategy):
+    model = tiny(max_len=8)
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(1))
+    prompts = torch.randint(3, 40, (2, 6))
+    mask = torch.ones_like(prompts, dtype=torch.bool)
+    mask[1, :3] = False  # the longest prompt has 6 real tokens
+    options = {"beam_size": 2, "eos_id": 2} if strategy == "beam" else {}
+    message = (
+        r"a prompt of 6 real tokens \+ max_new_tokens=4 would feed positions up to 8, beyond "
+        r"the model's max_len=8 \(positions 0..7\); ask for at most 3 new tokens"
+    )
+    with pytest.raises(ValueError, match=message):
+        generate(model, prompts, strategy, src_mask=mask, max_new_tokens=4, **options)
+    assert not calls  # failed before the prefill
+    # 6 + 3 fits: the new tokens fed back sit at positions 6 and 7; the last is not fed.
+    generate(model, prompts, strategy, src_mask=mask, max_new_tokens=3, **options)
+    assert calls
+    with pytest.raises(ValueError, match="the longest prompt has 9 real tokens, more than the"):
+        generate(model, torch.randint(3, 40, (1, 9)), strategy, max_new_tokens=1, **options)
+    # A scheme without a position table (rotary) sets no limit.
+    rotary = tiny(max_len=8, **LAYOUTS["llama"])
+    assert generate(rotary, prompts, "greedy", src_mask=mask, max_new_tokens=6).shape == (2, 6)
+
+
 def test_stop_tokens_end_rows_and_pad_them():
     model = tiny()
     prompts = torch.randint(3, 40, (3, 4))
@@ -230,6 +293,8 @@ def test_bad_inputs_are_named():
         model(torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 3))
     with pytest.raises(ValueError, match="sequence of 65 positions exceeds max_len=64"):
         model(torch.zeros(1, 65, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"position 65 exceeds max_len=64 \(positions 0..63\)"):
+        model(torch.zeros(1, 66, dtype=torch.long), torch.ones(1, 66))
 
 
 def test_bad_prompts_are_named():

@@ -34,6 +34,23 @@ def test_kv_cache_dtype_device_and_value_dim():
     assert keys.shape == (1, 2, 2, 4) and values.shape == (1, 2, 2, 3)
 
 
+def test_kv_cache_buffers_take_the_dtype_of_the_keys_written():
+    """Under autocast the projections give bf16 keys while the buffers start in the
+    parameters' fp32: attention must get bf16 back, not keys upcast to fp32."""
+    cache = KVCache(2, 2, 5, 4, dtype=torch.float32)
+    bf16 = dict(dtype=torch.bfloat16)
+    k1, v1 = torch.randn(2, 2, 3, 4, **bf16), torch.randn(2, 2, 3, 4, **bf16)
+    k2, v2 = torch.randn(2, 2, 1, 4, **bf16), torch.randn(2, 2, 1, 4, **bf16)
+    keys, values = cache.update(k1, v1)
+    assert keys.dtype == values.dtype == torch.bfloat16
+    keys, values = cache.update(k2, v2)
+    assert torch.equal(keys, torch.cat([k1, k2], 2))
+    assert torch.equal(values, torch.cat([v1, v2], 2))
+    cache.reorder(torch.tensor([1, 0]))
+    assert cache.key.dtype == cache.value.dtype == torch.bfloat16
+    assert torch.equal(cache.key[0, :, :4], keys[1])
+
+
 def test_kv_cache_overflow_raises_and_keeps_its_state():
     cache = KVCache(1, 2, 4, 3)
     cache.update(torch.randn(1, 2, 3, 3), torch.randn(1, 2, 3, 3))
@@ -139,6 +156,17 @@ def test_a_chunk_after_a_prefix_uses_bottom_right_causal_alignment(num_kv_heads)
     assert w_chunk.shape == (2, 4, 4, 7)
     torch.testing.assert_close(w_chunk, full_w[:, :, 3:7, :7], **F32)
     assert torch.all(w_chunk[:, :, 0, 4:] == 0)
+
+
+def test_step_by_step_decoding_under_autocast_equals_the_full_forward():
+    mha = MultiHeadAttention(16, 4, num_kv_heads=2).eval()
+    x = torch.randn(2, 6, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        full, _ = mha(x, is_causal=True)
+        cache = mha.new_cache(2, 6, like=x)  # starts in fp32, as the parameters
+        steps = [mha(x[:, t : t + 1], cache=cache, is_causal=True)[0] for t in range(6)]
+    assert cache.key.dtype == torch.bfloat16 and full.dtype == torch.bfloat16
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=2e-2, rtol=2e-2)
 
 
 def test_cached_decoding_with_key_padding_mask():

@@ -7,7 +7,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from attnkit.generation.interface import DecodingModel, check_special_ids
+from attnkit.generation.interface import (
+    DecodingModel,
+    as_token_id,
+    check_special_ids,
+    stop_token_list,
+)
 from attnkit.generation.processors import apply_suppression, suppressed_ids
 
 # choose(logits (B, V), generated so far (B, t)) -> next tokens (B,)
@@ -26,13 +31,17 @@ def decode_one_per_row(
 ) -> Tensor:
     """Generate until every row has produced a stop token or ``max_new_tokens`` are reached.
 
-    ``eos_id`` is one stop token, several, or ``None`` (never stop early).
+    ``eos_id`` is one stop token, several, or ``None`` (never stop early); integer
+    scalars (NumPy integers, one-element tensors) count as ids. Their types are
+    checked before the model runs, their range once its vocabulary is known.
     ``suppress_ids`` are never chosen (their logits are ``-inf`` before ``choose``).
     Returns ``(B, L)`` ids without ``bos``: each row is its tokens up to and
     including its stop token, then ``pad_id``. Loops over time steps only.
     """
+    stop_list = stop_token_list(eos_id)
+    pad_id = as_token_id("pad_id", pad_id)
     state, logits = decoder.start(1, max_new_tokens, bos_id=bos_id)
-    stop_ids = stop_token_ids(eos_id, logits.size(-1), logits.device)
+    stop_ids = stop_token_ids(stop_list, logits.size(-1), logits.device)
     check_special_ids(logits.size(-1), pad_id=pad_id)
     forbidden = suppressed_ids(suppress_ids, logits.size(-1), logits.device)
     batch_size = logits.size(0)
@@ -49,11 +58,9 @@ def decode_one_per_row(
     return generated
 
 
-def stop_token_ids(
-    eos_id: int | Sequence[int] | None, vocab_size: int, device: torch.device
-) -> Tensor:
-    """The stop tokens as a ``(n,)`` long tensor (empty for ``None``), each checked."""
-    ids = [] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id)
+def stop_token_ids(ids: list[int], vocab_size: int, device: torch.device) -> Tensor:
+    """The stop tokens (from :func:`stop_token_list`) as a ``(n,)`` long tensor, each
+    checked to lie in the vocabulary."""
     for value in ids:
         check_special_ids(vocab_size, eos_id=value)
     return torch.tensor(ids, dtype=torch.long, device=device)

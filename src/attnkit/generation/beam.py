@@ -48,6 +48,7 @@ from torch import Tensor
 
 from attnkit.generation.interface import (
     as_decoding_model,
+    as_token_id,
     check_positive_int,
     check_special_ids,
     eval_mode,
@@ -174,7 +175,8 @@ def beam_search(
         beam_size: ``K`` >= 1 beams per input; ``beam_size=1`` with
             ``early_stopping=True`` is greedy decoding.
         max_new_tokens: longest hypothesis (``eos`` included).
-        bos_id, eos_id, pad_id: special token ids.
+        bos_id, eos_id, pad_id: special token ids; beam search needs exactly one
+            ``eos_id`` (an integer; NumPy integers and one-element tensors count).
         length_penalty: exponent of the length normalisation (1.0: mean log-probability).
         early_stopping: ``True`` stops an input at ``K`` finished hypotheses;
             ``False`` once none of its live beams can still improve its n-best list.
@@ -200,6 +202,8 @@ def beam_search(
     _check_beam_args(
         beam_size, max_new_tokens, num_return_sequences, length_penalty, early_stopping
     )
+    eos_id = as_token_id("eos_id", eos_id, expected="one integer token id for beam search")
+    pad_id = as_token_id("pad_id", pad_id)
     decoder = as_decoding_model(model, src, src_mask=src_mask, pad_id=pad_id)
     with eval_mode(model):
         return _beam_search(

@@ -25,7 +25,9 @@ class CausalLanguageModel(Protocol):
 
     ``model(input_ids (N, t), attention_mask=(N, T_total) bool, positions=(N, t),
     cache=...)`` returns an object with ``logits (N, t, V)``; ``new_cache``
-    allocates the per-layer KV caches.
+    allocates the per-layer KV caches. An optional ``max_positions`` attribute
+    (``int`` or ``None``) is the size of the model's position table: decoding then
+    checks up front that every position it will feed lies below it.
     """
 
     def __call__(
@@ -161,6 +163,7 @@ class DecoderOnlyAdapter:
             raise ValueError(
                 f"num_beams and max_new_tokens must be >= 1; got {num_beams} and {max_new_tokens}"
             )
+        self._check_fits(max_new_tokens)
         tokens = self.input_ids.repeat_interleave(num_beams, dim=0)
         mask = self.mask.repeat_interleave(num_beams, dim=0)
         positions = positions_from_mask(mask)
@@ -170,6 +173,30 @@ class DecoderOnlyAdapter:
         out = self._forward(tokens, mask, positions, cache)
         state = DecoderOnlyState(tokens, mask, positions[:, -1] + 1, cache)
         return state, out.logits[:, -1]
+
+    def _check_fits(self, max_new_tokens: int) -> None:
+        """Raise before any decoding if a position to feed exceeds the model's table.
+
+        A prompt of ``P`` real tokens holds positions ``0 .. P - 1``; the new tokens
+        follow it, and all but the last are fed back, up to position
+        ``P + max_new_tokens - 2``.
+        """
+        limit = getattr(self.model, "max_positions", None)
+        if limit is None:
+            return
+        prompt = int(self.mask.sum(dim=1).max())
+        last = prompt + max_new_tokens - 2
+        if prompt > limit:
+            raise ValueError(
+                f"the longest prompt has {prompt} real tokens, more than the model's "
+                f"max_len={limit} positions"
+            )
+        if last >= limit:
+            raise ValueError(
+                f"a prompt of {prompt} real tokens + max_new_tokens={max_new_tokens} would feed "
+                f"positions up to {last}, beyond the model's max_len={limit} (positions "
+                f"0..{limit - 1}); ask for at most {limit - prompt + 1} new tokens"
+            )
 
     def _forward(self, tokens: Tensor, mask: Tensor, positions: Tensor, cache: Any | None):
         """The model on ``tokens``; without padding, no mask and no position ids are

@@ -39,9 +39,12 @@ def greedy_decode(
         bos_id: the token that starts decoding (encoder-decoder models; a
             decoder-only model continues its prompt and ignores it).
         eos_id: stop token(s): an id, a sequence of ids, or ``None`` (run
-            ``max_new_tokens`` steps).
+            ``max_new_tokens`` steps); integer scalars (``np.int64(2)``,
+            ``torch.tensor(2)``) count as ids.
         pad_id: fills rows after their stop token.
-        src_mask: bool ``(B, 1, 1, S)``; defaults to the padding mask of ``src``.
+        src_mask: bool, ``True`` at real tokens: ``(B, S)`` or ``(B, 1, 1, S)`` for an
+            encoder-decoder model (default: the padding mask of ``src``), ``(B, P)``
+            for a decoder-only model's left-padded prompts (default: all real).
         suppress_ids: token ids never generated (Hugging Face's ``suppress_tokens``),
             e.g. the special tokens of a model trained on raw text.
 

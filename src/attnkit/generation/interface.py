@@ -19,7 +19,8 @@ the same interface.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import operator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -165,8 +166,9 @@ class EncoderDecoderAdapter(SourceAdapter):
     Args:
         model: has ``encode``, ``decode``, ``project``, ``new_cache``.
         src: ``(B, S)`` source ids, padded with ``pad_id``.
-        src_mask: bool mask, ``True`` at real tokens, ``(B, 1, 1, S)``; defaults
-            to the padding mask of ``src``. Masks the encoder and cross-attention.
+        src_mask: bool mask, ``True`` at real tokens: ``(B, S)`` (a key-padding
+            mask, as for the other adapters) or ``(B, 1, 1, S)``; defaults to the
+            padding mask of ``src``. Masks the encoder and cross-attention.
         pad_id: padding id of ``src``.
         use_cache: decode incrementally with the model's KV cache.
 
@@ -197,13 +199,7 @@ class EncoderDecoderAdapter(SourceAdapter):
         use_cache: bool = True,
     ) -> None:
         super().__init__(model, src)
-        if src_mask is None:
-            src_mask = create_padding_mask(src, pad_id)
-        elif src_mask.size(0) not in (1, src.size(0)):
-            raise ValueError(
-                f"src_mask batch size must be 1 or B = {src.size(0)}; got {tuple(src_mask.shape)}"
-            )
-        self.src_mask = src_mask
+        self.src_mask = _source_mask(src, src_mask, pad_id)
         self.use_cache = use_cache
 
     def start(
@@ -250,6 +246,27 @@ class EncoderDecoderAdapter(SourceAdapter):
         state.tokens = state.tokens.index_select(0, indices)
         if state.cache is not None:
             state.cache.reorder(indices)
+
+
+def _source_mask(src: Tensor, src_mask: Tensor | None, pad_id: int) -> Tensor:
+    """The bool ``(B, 1, 1, S)`` source mask from a ``(B, S)`` or ``(B, 1, 1, S)`` ``src_mask``
+    (batch size 1 broadcasts), or from the padding of ``src``; raise on anything else."""
+    if src_mask is None:
+        return create_padding_mask(src, pad_id)
+    batch, length = src.shape
+    if isinstance(src_mask, Tensor) and src_mask.dtype == torch.bool and src_mask.dim() in (2, 4):
+        mask = src_mask[:, None, None, :] if src_mask.dim() == 2 else src_mask
+        if mask.size(0) in (1, batch) and mask.shape[1:] == (1, 1, length):
+            return mask
+    got = (
+        f"{src_mask.dtype} {tuple(src_mask.shape)}"
+        if isinstance(src_mask, Tensor)
+        else type(src_mask).__name__
+    )
+    raise ValueError(
+        f"src_mask must be a bool key-padding mask of shape (B, S) = {(batch, length)} or "
+        f"(B, 1, 1, S) = {(batch, 1, 1, length)} (B may be 1), True at real tokens; got {got}"
+    )
 
 
 def as_decoding_model(
@@ -315,9 +332,53 @@ def eval_mode(model: Any) -> Iterator[None]:
             module.train()  # type: ignore[union-attr]
 
 
-def check_special_ids(vocab_size: int, **ids: int) -> None:
-    """Raise unless every given token id lies in ``[0, vocab_size)``."""
+def is_token_id(value: Any) -> bool:
+    """Whether ``value`` is an integer scalar: an ``int`` (not a ``bool``), a NumPy
+    integer or a one-element integer tensor (anything ``operator.index`` accepts)."""
+    if isinstance(value, bool) or (isinstance(value, Tensor) and value.dtype == torch.bool):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
+def as_token_id(name: str, value: Any, *, expected: str = "an integer token id") -> int:
+    """``value`` as a Python ``int`` (see :func:`is_token_id`); ``TypeError`` otherwise."""
+    if not is_token_id(value):
+        raise TypeError(f"{name} must be {expected}; got {value!r} ({type(value).__name__})")
+    return operator.index(value)
+
+
+def stop_token_list(eos_id: Any) -> list[int]:
+    """``eos_id`` (``None``, one integer id or an iterable of them) as a list of ints.
+
+    Raises ``TypeError`` for anything else; the ids' range is checked once the
+    vocabulary is known (:func:`check_special_ids`).
+    """
+    if eos_id is None:
+        return []
+    if is_token_id(eos_id):
+        return [operator.index(eos_id)]
+    ids: list[Any] | None = None
+    if isinstance(eos_id, Iterable) and not isinstance(eos_id, (str, bytes)):
+        try:
+            ids = list(eos_id)
+        except TypeError:  # e.g. a 0-d float tensor
+            ids = None
+    if ids is None or not all(is_token_id(value) for value in ids):
+        raise TypeError(
+            "eos_id must be None, an integer token id or a sequence of them; "
+            f"got {eos_id!r} ({type(eos_id).__name__})"
+        )
+    return [operator.index(value) for value in ids]
+
+
+def check_special_ids(vocab_size: int, **ids: Any) -> None:
+    """Raise unless every given token id is an integer in ``[0, vocab_size)``."""
     for name, value in ids.items():
+        value = as_token_id(name, value)
         if not 0 <= value < vocab_size:
             raise ValueError(f"{name} must be in [0, {vocab_size}) (the vocabulary); got {value}")
 

@@ -194,6 +194,13 @@ class GPT(nn.Module):
     def device(self) -> torch.device:
         return self.token_embedding.weight.device
 
+    @property
+    def max_positions(self) -> int | None:
+        """How many positions (``0 .. max_positions - 1``) the position table covers:
+        ``config.max_len`` for learned and sinusoidal positions, ``None`` for schemes
+        without a table (rotary, ALiBi, T5, relative, none), which set no limit."""
+        return None if self.position_embedding is None else self.config.max_len
+
     def new_cache(self, batch_size: int, max_len: int) -> KVCacheStack:
         """Empty per-layer KV caches for ``max_len`` positions (prompt + new tokens)."""
         like = self.token_embedding.weight
@@ -230,6 +237,8 @@ class GPT(nn.Module):
                 Hugging Face; pass ``labels=input_ids`` for language modelling.
             positions: ``(B, T)`` position ids; default: from ``attention_mask``
                 (``cumsum - 1``, so left padding is skipped), else the cache length onward.
+                With a position table (learned, sinusoidal) every position must be
+                below ``max_len``; padding slots do not count.
             cache: a :class:`attnkit.nn.KVCacheStack` from :meth:`new_cache`, filled in place.
             output_attentions: return per-layer weights ``(B, H, T, T_total)``
                 (the math backend runs for this call).
@@ -246,6 +255,7 @@ class GPT(nn.Module):
             mask = attention_mask.bool()[:, None, None, :]
             if positions is None:
                 positions = positions_from_mask(attention_mask)[:, -input_ids.size(1) :]
+        self._check_positions(input_ids.size(1), offset, positions)
         x = self.embed(input_ids, positions, offset)
         hidden_states = [x] if output_hidden_states else None
         attentions: list[Tensor] | None = [] if output_attentions else None
@@ -284,8 +294,25 @@ class GPT(nn.Module):
                 f"attention_mask must have shape (B, cached + new) = {(input_ids.size(0), total)}; "
                 f"got {tuple(attention_mask.shape)}"
             )
-        if self.position_embedding is not None and total > self.config.max_len:
-            raise ValueError(f"sequence of {total} positions exceeds max_len={self.config.max_len}")
+
+    def _check_positions(self, new: int, offset: int, positions: Tensor | None) -> None:
+        """Raise if a position of the ``new`` tokens lies outside the position table.
+
+        Without ``positions`` the tokens sit at ``offset .. offset + new - 1``; with
+        them (given, or counted from the mask) only their largest value matters,
+        so left-padding slots do not count against ``max_len``.
+        """
+        limit = self.max_positions
+        if limit is None:
+            return
+        if positions is None:
+            if offset + new > limit:
+                raise ValueError(f"sequence of {offset + new} positions exceeds max_len={limit}")
+        elif positions.numel() and int(positions.max()) >= limit:
+            raise ValueError(
+                f"position {int(positions.max())} exceeds max_len={limit} "
+                f"(positions 0..{limit - 1})"
+            )
 
 
 def _scheme(config: GPTConfig) -> PositionScheme:

@@ -18,6 +18,10 @@ class KVCache:
     """Growing self-attention cache, preallocated to ``max_len`` positions.
 
     Buffers have shape ``(B, Hkv, max_len, Dh)``; ``length`` positions are filled.
+    ``dtype`` is only where the buffers start: they take the dtype of the keys
+    and values written into them (under ``torch.autocast`` the projections give
+    bf16/fp16 keys while the parameters are fp32), so attention always reads
+    keys and values in the dtype it computes in.
 
     Example:
         >>> import torch
@@ -74,10 +78,18 @@ class KVCache:
                 f"KV cache overflow: {self.length} cached + {key.size(2)} new positions exceed "
                 f"max_len={self.max_len}"
             )
+        self._follow_dtypes(key, value)
         self.key[:, :, self.length : end] = key
         self.value[:, :, self.length : end] = value
         self.length = end
         return self.key[:, :, :end], self.value[:, :, :end]
+
+    def _follow_dtypes(self, key: Tensor, value: Tensor) -> None:
+        """Convert the buffers (and what they hold) to the dtypes of ``key`` and ``value``."""
+        if self.key.dtype != key.dtype:
+            self.key = self.key.to(key.dtype)
+        if self.value.dtype != value.dtype:
+            self.value = self.value.to(value.dtype)
 
     def reorder(self, indices: Tensor) -> None:
         """Select batch rows (e.g. surviving beams) in place: ``indices (B,)``."""

@@ -331,7 +331,11 @@ class MultiHeadAttention(nn.Module):
         return keep, keep_kv
 
     def new_cache(self, batch_size: int, max_len: int, *, like: Tensor) -> KVCache:
-        """A self-attention cache sized for this module, on ``like``'s device and dtype."""
+        """A self-attention cache sized for this module, on ``like``'s device.
+
+        The buffers start in ``like``'s dtype and follow the dtype of the keys
+        written (e.g. bf16 under ``torch.autocast``; see :class:`KVCache`).
+        """
         return KVCache(
             batch_size,
             self.num_kv_heads,
