@@ -127,6 +127,16 @@ def test_untied_checkpoints_and_pytorch_model_bin(tmp_path):
         torch.testing.assert_close(model(ids).logits, hf(ids).logits, atol=1e-4, rtol=0)
 
 
+def test_each_dropout_rate_is_read_and_written(tmp_path):
+    hf_gpt2(embd_pdrop=0.0, resid_pdrop=0.3, attn_pdrop=0.2).save_pretrained(tmp_path / "hf")
+    model = from_pretrained(tmp_path / "hf")
+    assert model.embedding_dropout.p == 0.0
+    assert (model.config.dropout, model.config.attention_dropout) == (0.3, 0.2)
+    save_pretrained(model, tmp_path / "attnkit")
+    config = json.loads((tmp_path / "attnkit" / "config.json").read_text())
+    assert (config["embd_pdrop"], config["resid_pdrop"], config["attn_pdrop"]) == (0.0, 0.3, 0.2)
+
+
 def test_a_model_trained_in_attnkit_saves_for_transformers(tmp_path):
     model = GPT(GPTConfig(vocab_size=50, max_len=32, d_model=16, num_heads=2, num_layers=2))
     save_pretrained(model.eval(), tmp_path)

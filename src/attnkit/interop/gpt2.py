@@ -44,6 +44,7 @@ def config_from_hf(hf: dict[str, Any]) -> GPTConfig:
         d_ff=hf.get("n_inner"),
         dropout=hf.get("resid_pdrop", 0.1),
         attention_dropout=hf.get("attn_pdrop", 0.1),
+        embedding_dropout=hf.get("embd_pdrop", 0.1),
         activation=activation,
         layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
         tie_embeddings=hf.get("tie_word_embeddings", True),
@@ -73,7 +74,9 @@ def config_to_hf(config: GPTConfig) -> dict[str, Any]:
         "n_inner": config.d_ff,
         "activation_function": activation_to_hf(config.activation, "GPT-2"),
         "resid_pdrop": config.dropout,
-        "embd_pdrop": config.dropout,
+        "embd_pdrop": config.dropout
+        if config.embedding_dropout is None
+        else config.embedding_dropout,
         "attn_pdrop": config.dropout
         if config.attention_dropout is None
         else config.attention_dropout,

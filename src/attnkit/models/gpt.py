@@ -54,7 +54,8 @@ class GPTConfig:
         d_ff: feed-forward width (default ``4 * d_model``).
         num_kv_heads: key/value heads for GQA/MQA (default ``num_heads``).
         dropout: on embeddings and residual branches; ``attention_dropout``
-            on attention weights (default ``dropout``).
+            on attention weights and ``embedding_dropout`` on the embeddings
+            (each default ``dropout``; GPT-2's ``attn_pdrop`` and ``embd_pdrop``).
         activation: ``"gelu_tanh"`` (GPT-2), ``"gelu"``, ``"relu"``, ``"swiglu"``, ...
         norm: ``"layernorm"`` or ``"rmsnorm"``; ``layer_norm_eps`` its epsilon.
         positional: ``"learned"`` (GPT-2), ``"sinusoidal"``, ``"rotary"``,
@@ -89,6 +90,7 @@ class GPTConfig:
     num_kv_heads: int | None = None
     dropout: float = 0.1
     attention_dropout: float | None = None
+    embedding_dropout: float | None = None
     activation: str = "gelu_tanh"
     norm: str = "layernorm"
     layer_norm_eps: float = 1e-5
@@ -108,8 +110,10 @@ class GPTConfig:
         check_divisible(self.d_model, self.num_heads)
         check_positional(self.positional)
         check_attention(self)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+        for name in ("dropout", "attention_dropout", "embedding_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1); got {value}")
 
     @property
     def ff_width(self) -> int:
@@ -165,7 +169,9 @@ class GPT(nn.Module):
         self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
         scheme = _scheme(config)
         self.position_embedding = scheme.absolute
-        self.embedding_dropout = Dropout(config.dropout)
+        self.embedding_dropout = Dropout(
+            config.dropout if config.embedding_dropout is None else config.embedding_dropout
+        )
         self.layers = nn.ModuleList(_block(config, scheme) for _ in range(config.num_layers))
         self.final_norm = make_norm(
             config.norm, config.d_model, config.layer_norm_eps, bias=config.bias
