@@ -160,3 +160,18 @@ def test_resolve_and_load_model_weights(tmp_path):
     load_model_weights(other, manager.step_dir(7) / "model.safetensors")
     _assert_same(other, _params(source))
     assert other.output_projection.weight is other.tgt_embedding.weight
+
+
+def test_discard_after_removes_later_steps_so_new_saves_survive_pruning(tmp_path):
+    """A run resumed from step 2 drops the abandoned steps 8 and 10 (best/ stays); its own
+    step 3 is then the latest and survives keep-last pruning."""
+    manager = CheckpointManager(tmp_path, keep_last=3)
+    state = tiny_transformer().state_dict()
+    for step in (2, 8, 10):
+        manager.save(step, state, {})
+    manager.save(2, state, {}, best=True)
+    assert manager.discard_after(2) == [manager.step_dir(8), manager.step_dir(10)]
+    manager.save(3, state, {})
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [2, 3]
+    assert manager.latest() == manager.step_dir(3) and manager.best() is not None
+    assert manager.discard_after(3) == []

@@ -88,3 +88,12 @@ def test_schedule_errors_are_clear():
         TrainConfig(max_steps=2, schedule="noam")
     with pytest.raises(ValueError, match="schedule must be one of"):
         TrainConfig(max_steps=2, schedule="exponential")
+
+
+def test_noam_d_model_zero_is_an_error_not_unset():
+    config = TrainConfig(max_steps=2, schedule="noam", warmup_steps=2, noam_d_model=4)
+    config.noam_d_model = 0  # set after TrainConfig's own check
+    with pytest.raises(ValueError, match=r"needs d_model >= 1 \(an int\); got 0"):
+        _lrs(config, 1, d_model=16)
+    with pytest.raises(ValueError, match="noam_d_model must be an int >= 1 or None; got 0"):
+        TrainConfig(max_steps=2, schedule="noam", warmup_steps=2, noam_d_model=0)

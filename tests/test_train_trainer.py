@@ -4,6 +4,7 @@ evaluation, early stopping, best/keep-last checkpoints and the run's logs."""
 import copy
 import math
 import os
+import re
 import signal
 import sys
 from dataclasses import dataclass
@@ -487,3 +488,236 @@ def test_weight_average_resumes_exactly_and_refuses_a_mismatched_checkpoint(tmp_
         _fit(tmp_path / "run", resume=True, max_steps=12)
     with pytest.raises(ValueError, match=r"ema_decay must be in \(0, 1\) or None; got 1.0"):
         _config(None, ema_decay=1.0)
+
+
+def _inf_gradient(every=lambda attempt: True, *, signal_at=None, limit=80):
+    """seq2seq_loss plus ``sqrt(0 * sum(w))``: the loss stays finite, its gradient is not
+    (on the optimizer-step attempts ``every`` picks; SIGTERM during attempt ``signal_at``).
+    Raises after ``limit`` calls, so a run that never stops fails instead of hanging."""
+    calls = {"n": 0}
+    base = seq2seq_loss(PAD)
+
+    def loss_fn(model, batch):
+        calls["n"] += 1
+        if calls["n"] > limit:
+            raise RuntimeError(f"the run did not stop within {limit} loss calls")
+        attempt = (calls["n"] - 1) // 2 + 1  # 2 micro-batches per step
+        if attempt == signal_at and calls["n"] % 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        output = base(model, batch)
+        if every(attempt):
+            weight = model.output_projection.weight
+            output.loss_sum = output.loss_sum + torch.sqrt(weight.sum() * 0.0)
+        return output
+
+    return loss_fn
+
+
+def test_fp16_overflow_in_every_step_stops_once_the_scale_is_below_one(tmp_path):
+    """The scaler starts at 2**16 and halves on each overflow: the 17th leaves 0.5."""
+    model = tiny_transformer()
+    before = copy.deepcopy(model.state_dict())
+    config = _config(tmp_path, max_steps=5, precision="fp16", max_bad_steps=3)
+    summary = Trainer(model, _inf_gradient(), CopySource(), config).fit()
+    assert summary.stop_reason == "non_finite_loss" and summary.steps == 0
+    assert summary.overflow_steps == 17 and summary.bad_steps == 0
+    assert "17 steps in a row had a non-finite fp16 gradient" in summary.message
+    assert "loss scale down to 0.5" in summary.message
+    assert "max_bad_steps=3" in summary.message
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+
+
+def test_fp16_overflows_in_a_row_reset_after_a_step_and_survive_a_resume(tmp_path):
+    """Every attempt but the 2nd overflows, SIGTERM during the 4th: attempt 2's step resets
+    the count, the checkpoint carries 2 in a row and the scaler's 2**13, and the resumed
+    run stops at the 16th overflow in a row (the 17th in all), which leaves 0.5."""
+    overflows = _inf_gradient(lambda attempt: attempt != 2, signal_at=4)
+    config = _config(tmp_path, max_steps=30, precision="fp16", max_bad_steps=3)
+    first = Trainer(tiny_transformer(), overflows, CopySource(), config).fit()
+    assert first.stop_reason == "signal" and first.steps == 1 and first.overflow_steps == 3
+    assert read_checkpoint(first.checkpoint).trainer_state["counters"]["consecutive_bad"] == 2
+    resumed = Trainer(tiny_transformer(), overflows, CopySource(), config).fit(resume=True)
+    assert resumed.stop_reason == "non_finite_loss" and resumed.steps == 1
+    assert resumed.overflow_steps == 17 and "16 steps in a row" in resumed.message
+
+
+def _evaluate_from(values):
+    values = iter(values)
+    return lambda model: {"loss": next(values)}
+
+
+def test_resuming_an_early_stopped_run_trains_no_further(tmp_path):
+    config = _config(tmp_path, eval_every=1, best_metric="loss", patience=2)
+    trainer = Trainer(
+        tiny_transformer(),
+        seq2seq_loss(PAD),
+        CopySource(),
+        config,
+        evaluate_fn=_evaluate_from([3.0, 2.0, 2.5, 2.6]),
+    )
+    first = trainer.fit()
+    assert first.stop_reason == "early_stopping" and first.steps == 4
+    recorder = Recorder()
+    model = tiny_transformer(seed=123)
+    resumed = Trainer(
+        model,
+        seq2seq_loss(PAD),
+        CopySource(),
+        config,
+        evaluate_fn=_evaluate_from([]),  # any evaluation would raise StopIteration
+        callbacks=[recorder],
+    )
+    summary = resumed.fit(resume=True)
+    assert summary.stop_reason == "early_stopping" and summary.steps == 4
+    assert "already stopped at step 4" in summary.message
+    assert recorder.steps == [] and recorder.evals == []
+    assert summary.best_step == 2 and summary.best_value == 2.0
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, trainer.module.state_dict()[name]), name
+
+
+def test_a_best_checkpoint_alone_marks_the_output_dir_as_used(tmp_path):
+    """Run 1 kept only best/ (save_final off): a fresh run refuses the directory, and
+    resume=True continues from best/ rather than starting over beside it."""
+    settings = dict(max_steps=4, save_final=False, eval_every=2, best_metric="loss")
+    run_1 = Trainer(
+        tiny_transformer(),
+        seq2seq_loss(PAD),
+        CopySource(),
+        _config(tmp_path, **settings),
+        evaluate_fn=_evaluate_from([1.0, 2.0]),  # the best is step 2's
+    )
+    run_1.fit()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best"]
+    with pytest.raises(FileExistsError, match=r"holds checkpoints of an earlier run \(best\)"):
+        _fit(tmp_path, max_steps=4)
+    recorder = Recorder()
+    resumed = Trainer(
+        tiny_transformer(seed=123),
+        seq2seq_loss(PAD),
+        CopySource(),
+        _config(tmp_path, **settings),
+        evaluate_fn=_evaluate_from([0.5]),
+        callbacks=[recorder],
+    )
+    summary = resumed.fit(resume=True)
+    assert recorder.steps == [3, 4] and summary.best_step == 4
+
+
+def test_resuming_from_an_earlier_best_drops_the_abandoned_later_checkpoints(tmp_path):
+    values = [3.0, 2.0, 2.5, 2.6, 2.7, 2.8]
+    settings = dict(max_steps=6, eval_every=1, best_metric="loss", checkpoint_every=1)
+    first = Trainer(
+        tiny_transformer(),
+        seq2seq_loss(PAD),
+        CopySource(),
+        _config(tmp_path, keep_last=2, **settings),
+        evaluate_fn=_evaluate_from(values),
+    ).fit()
+    assert first.best_step == 2
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [5, 6]
+    stop = Recorder(at_step=3, action=lambda t: t.request_stop("branch"))
+    trainer = Trainer(
+        tiny_transformer(),
+        seq2seq_loss(PAD),
+        CopySource(),
+        _config(tmp_path, keep_last=2, **settings),
+        evaluate_fn=_evaluate_from([2.9]),
+        callbacks=[stop],
+    )
+    summary = trainer.fit(resume_from="best")
+    assert summary.steps == 3 and summary.checkpoint.is_dir()
+    assert [step for step, _ in list_checkpoints(tmp_path)] == [3]
+    assert trainer.checkpoints.latest() == summary.checkpoint
+    events = read_metrics(tmp_path / "metrics.jsonl", "event")
+    discarded = [r for r in events if r["event"] == "discard"]
+    assert discarded[0]["paths"] == "step_00000005, step_00000006"
+
+
+def test_fit_recipe_without_any_saved_checkpoint_keeps_the_evaluated_weights(tmp_path):
+    """save_final off, no best_metric, no checkpoint_every: nothing to load, so the model
+    keeps the run's weights (their moving average with ema_decay, as evaluations see)."""
+    from types import SimpleNamespace
+
+    from attnkit.recipes.common import fit_recipe
+
+    for ema_decay in (None, 0.5):
+        settings = dict(max_steps=3, save_final=False, ema_decay=ema_decay)
+        reference = Trainer(
+            tiny_transformer(), seq2seq_loss(PAD), CopySource(), _config(None, **settings)
+        )
+        reference.fit()
+        expected = reference.evaluated_module.state_dict()
+        out = tmp_path / str(ema_decay)
+        recipe = SimpleNamespace(
+            train=_config(out, **settings), max_minutes=None, output_dir=str(out)
+        )
+        model = tiny_transformer()
+        summary, report = fit_recipe(model, seq2seq_loss(PAD), CopySource(), recipe)
+        assert report and summary.steps == 3 and summary.checkpoint is None
+        assert not (out / "checkpoints").exists()
+        for name, tensor in model.state_dict().items():
+            assert torch.equal(tensor, expected[name]), (ema_decay, name)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"grad_clip": float("nan")}, "grad_clip must be a finite number > 0 or None; got nan"),
+        ({"grad_clip": 0.0}, "grad_clip must be a finite number > 0 or None; got 0.0"),
+        ({"noam_factor": -1.0}, "noam_factor must be a finite number > 0; got -1.0"),
+        ({"noam_d_model": 0}, "noam_d_model must be an int >= 1 or None; got 0 (int)"),
+        ({"noam_d_model": -16}, "noam_d_model must be an int >= 1 or None; got -16 (int)"),
+        ({"min_delta": -1.0}, "min_delta must be a finite number >= 0; got -1.0"),
+        ({"betas": (0.9, 1.5)}, "betas[1] must be in [0, 1); got 1.5"),
+        ({"betas": (0.9,)}, "betas must be a pair of numbers (beta1, beta2); got (0.9,)"),
+        ({"eps": -1.0}, "eps must be a finite number >= 0; got -1.0"),
+        ({"lr": float("nan")}, "lr must be a finite number > 0; got nan"),
+        ({"max_steps": 2.5}, "max_steps must be an int >= 1 or None; got 2.5 (float)"),
+        ({"accumulation_steps": 2.0}, "accumulation_steps must be an int >= 1; got 2.0 (float)"),
+        ({"eval_every": True}, "eval_every must be an int >= 1 or None; got True (bool)"),
+        ({"fsdp_units": ["Block", ""]}, "fsdp_units must be a class name or a list of"),
+    ],
+)
+def test_config_rejects_bad_values_saying_what_was_expected(overrides, message):
+    settings = {"max_steps": 10, "schedule": "noam", "warmup_steps": 4} | overrides
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**settings)
+
+
+def test_config_takes_one_fsdp_unit_name_as_a_string():
+    assert TrainConfig(max_steps=1, fsdp_units="GPTBlock").fsdp_units == ("GPTBlock",)
+    assert TrainConfig(max_steps=1, fsdp_units=["A", "B"]).fsdp_units == ("A", "B")
+
+
+def test_vit_class_token_and_positions_are_embeddings_for_weight_decay():
+    from attnkit.models import ViT, ViTConfig
+    from attnkit.train.optim import declared_embeddings
+
+    vit = ViT(
+        ViTConfig(image_size=8, patch_size=4, num_channels=1, d_model=8, num_heads=2,
+                  num_layers=1, d_ff=16, num_labels=3)
+    )  # fmt: skip
+    names = {id(p): name for name, p in vit.named_parameters()}
+    tables = {"cls_token", "position_embeddings"}
+
+    def grouped(**kwargs):
+        return {
+            g["name"]: {names[id(p)] for p in g["params"]}
+            for g in parameter_groups(vit, 0.1, **kwargs)
+        }
+
+    assert tables <= grouped()["no_decay"]
+    assert tables <= grouped(decay_embeddings=True)["decay"]  # like embedding tables
+
+    class Bad(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = torch.nn.Parameter(torch.zeros(2, 2))
+
+        def embedding_parameter_names(self):
+            return ("tabel",)
+
+    with pytest.raises(ValueError, match=r"Bad.embedding_parameter_names\(\) must name its"):
+        declared_embeddings(Bad())

@@ -146,6 +146,14 @@ class ViT(nn.Module):
         nn.init.trunc_normal_(self.position_embeddings, std=std)
         nn.init.trunc_normal_(self.cls_token, std=std)
 
+    def embedding_parameter_names(self) -> tuple[str, ...]:
+        """The learned tables held as bare parameters: class token and positions.
+
+        ``attnkit.train`` treats them as embeddings (no weight decay unless
+        ``decay_embeddings``), as it does the tables of embedding modules.
+        """
+        return ("cls_token", "position_embeddings")
+
     def positions(self, grid: tuple[int, int]) -> Tensor:
         """``(1, 1 + gh * gw, D)`` positions for a ``grid`` of patches (resized if needed)."""
         table = self.position_embeddings[0]

@@ -4,9 +4,10 @@ A recipe dataclass inherits :class:`RunRecipe` for its run directory and its
 ``to_dict``, and checks its ``model`` section with :func:`reject_derived_fields`
 (fields filled from the data, vocabulary or environment). Its ``train_*`` function
 calls :func:`prepare_run_dir`, :func:`fit_recipe` (Trainer, time limit, early return
-on non-main ranks or a signal stop, best-else-latest weights), :func:`run_timings` and
-:func:`write_results` around its own data, model and evaluation; loaders of a finished
-run use :func:`load_run_recipe` and :func:`best_or_latest`.
+on non-main ranks or a signal stop, best-else-latest weights, else the run's own),
+:func:`run_timings` and :func:`write_results` around its own data, model and
+evaluation; loaders of a finished run use :func:`load_run_recipe` and
+:func:`best_or_latest`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from attnkit.train import (
     TrainConfig,
     Trainer,
     TrainSummary,
+    list_checkpoints,
     load_model_weights,
 )
 
@@ -124,7 +126,9 @@ def fit_recipe(
     """Train ``model`` with the recipe's ``train`` section and ``max_minutes`` limit.
 
     With ``load_selected``, a process that goes on to report then loads the run's best
-    (else latest) checkpoint weights into ``model``.
+    (else latest) checkpoint weights into ``model``; when the run saved none
+    (``save_final: false`` and no best or periodic checkpoint), ``model`` keeps the weights
+    that the run evaluates: the trained ones, or their moving average with ``ema_decay``.
 
     Returns:
         The summary, and whether this process goes on to test and report: not on a
@@ -142,8 +146,16 @@ def fit_recipe(
     summary = trainer.fit(resume=resume)
     report = trainer.is_main and summary.stop_reason != "signal"
     if report and load_selected:
-        load_selected_weights(model, recipe.output_dir)
+        if _has_checkpoint(recipe.output_dir):
+            load_selected_weights(model, recipe.output_dir)
+        elif trainer.evaluated_module is not model:  # the moving average, not saved
+            model.load_state_dict(trainer.evaluated_module.state_dict())
     return summary, report
+
+
+def _has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether the run directory holds a best or a step checkpoint."""
+    return bool(list_checkpoints(run_dir)) or (Path(run_dir) / "checkpoints" / "best").is_dir()
 
 
 def best_or_latest(run_dir: str | Path) -> str:

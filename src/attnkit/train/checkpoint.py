@@ -598,6 +598,28 @@ class CheckpointManager:
         for _, directory in list_checkpoints(self.root)[: -self.keep_last]:
             shutil.rmtree(directory, ignore_errors=True)
 
+    def discard_after(self, step: int) -> list[Path]:
+        """Delete the step checkpoints above ``step`` (``best/`` stays); returns them.
+
+        A run resumed from an earlier checkpoint (e.g. ``best/``) continues from
+        ``step``: the later ones belong to the run it abandoned, and left in place they
+        would outrank its new checkpoints in :meth:`prune` and :meth:`latest`.
+
+        Example:
+            >>> import tempfile
+            >>> from torch import nn
+            >>> from attnkit.train import CheckpointManager
+            >>> manager, state = CheckpointManager(tempfile.mkdtemp()), nn.Linear(2, 2).state_dict()
+            >>> for step in (10, 20, 30):
+            ...     _ = manager.save(step, state, None)
+            >>> [path.name for path in manager.discard_after(10)], manager.latest().name
+            (['step_00000020', 'step_00000030'], 'step_00000010')
+        """
+        later = [directory for found, directory in list_checkpoints(self.root) if found > step]
+        for directory in later:
+            shutil.rmtree(directory, ignore_errors=True)
+        return later
+
     def latest(self) -> Path | None:
         found = list_checkpoints(self.root)
         return found[-1][1] if found else None

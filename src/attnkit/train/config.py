@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,10 @@ class TrainConfig:
       ``lr=1`` this is exactly the schedule of "Attention Is All You Need".
 
     Optimizer: AdamW (``betas``, ``eps``, ``weight_decay``); norms, biases and
-    embeddings are not decayed unless ``decay_embeddings`` (GPT-2 / nanoGPT decay
-    their embedding matrices). ``optimizer="adafactor"`` is T5's optimizer
+    embeddings (embedding modules, and tables a model names in its
+    ``embedding_parameter_names()``, as ViT does its class token and positions)
+    are not decayed unless ``decay_embeddings`` (GPT-2 / nanoGPT decay their
+    embedding matrices). ``optimizer="adafactor"`` is T5's optimizer
     (``torch.optim.Adafactor``: steps relative to each parameter's scale, no
     momentum; ``lr`` caps the relative step size, ``betas`` and ``eps`` are unused).
     ``layer_lr_decay < 1`` (layer-wise learning-rate decay, for fine-tuning a
@@ -47,15 +50,17 @@ class TrainConfig:
     Precision: ``fp32``; ``bf16`` (autocast); ``fp16`` (autocast + gradient scaler).
     Evaluation every ``eval_every`` steps and at the end; ``best_metric`` /
     ``best_mode`` choose the best checkpoint and ``patience`` evaluations
-    without improvement stop the run. ``max_bad_steps`` consecutive non-finite
-    losses stop it too.
+    without improvement stop the run. ``max_bad_steps`` skipped steps in a row
+    stop it too: steps with a non-finite loss or gradient, and with ``fp16``
+    steps whose scaled gradients overflowed (the scaler halves its scale each time).
 
     Distributed (under ``torchrun``): ``distributed="auto"`` uses DDP when
     ``WORLD_SIZE > 1``; ``"fsdp"`` shards parameters with FSDP2 ``fully_shard``
-    on every module whose class name is in ``fsdp_units`` (default: names ending
-    in ``Layer`` or ``Block``), then on the root. ``shard_source`` gives each rank
-    every ``world_size``-th batch of the source (default: unless the source has
-    its own ``world_size`` attribute, i.e. already shards).
+    on every module whose class name is in ``fsdp_units`` (a name or a list of
+    names; default: names ending in ``Layer`` or ``Block``), then on the root.
+    ``shard_source`` gives each rank every ``world_size``-th batch of the source
+    (default: unless the source has its own ``world_size`` attribute, i.e.
+    already shards).
 
     Example:
         >>> from attnkit.train import TrainConfig
@@ -113,22 +118,17 @@ class TrainConfig:
     fsdp_units: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        self.betas = tuple(self.betas)  # YAML gives lists
-        self.fsdp_units = tuple(self.fsdp_units)
+        self.betas = _pair("betas", self.betas)  # YAML gives lists
+        self.fsdp_units = _names("fsdp_units", self.fsdp_units)
         self._check_choices()
-        self._check_positive()
+        self._check_counts()
+        self._check_reals()
         if self.max_steps is None and self.max_epochs is None:
             raise ValueError("give max_steps or max_epochs (or both); got neither")
         if self.schedule == "noam" and self.warmup_steps < 1:
             raise ValueError(f"schedule 'noam' needs warmup_steps >= 1; got {self.warmup_steps}")
         if self.patience is not None and self.best_metric is None:
             raise ValueError("patience (early stopping) needs best_metric; got best_metric=None")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1) or None; got {self.ema_decay}")
-        if not 0.0 < self.layer_lr_decay <= 1.0:
-            raise ValueError(f"layer_lr_decay must be in (0, 1]; got {self.layer_lr_decay}")
 
     def _check_choices(self) -> None:
         choices = {
@@ -142,22 +142,40 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}; got {getattr(self, name)!r}")
 
-    def _check_positive(self) -> None:
-        for name in ("max_steps", "max_epochs", "eval_every", "checkpoint_every", "patience"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None; got {value}")
-        for name in ("accumulation_steps", "log_every", "keep_last", "max_bad_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.lr <= 0 or self.warmup_steps < 0 or self.weight_decay < 0:
-            raise ValueError(
-                "lr must be > 0, warmup_steps and weight_decay >= 0; got "
-                f"lr={self.lr}, warmup_steps={self.warmup_steps}, "
-                f"weight_decay={self.weight_decay}"
-            )
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be > 0 or None; got {self.grad_clip}")
+    def _check_counts(self) -> None:
+        """Integer fields: ``(name, smallest allowed value, None allowed)``."""
+        counts = (
+            ("max_steps", 1, True),
+            ("max_epochs", 1, True),
+            ("eval_every", 1, True),
+            ("checkpoint_every", 1, True),
+            ("patience", 1, True),
+            ("noam_d_model", 1, True),
+            ("accumulation_steps", 1, False),
+            ("log_every", 1, False),
+            ("keep_last", 1, False),
+            ("max_bad_steps", 1, False),
+            ("warmup_steps", 0, False),
+            ("seed", None, True),
+        )
+        for name, low, optional in counts:
+            _check_int(name, getattr(self, name), low, optional=optional)
+
+    def _check_reals(self) -> None:
+        """Real-valued fields, each finite and in its interval (``ends``: open or closed)."""
+        _check_real("lr", self.lr, 0.0, ends="(")
+        _check_real("eps", self.eps, 0.0)
+        _check_real("weight_decay", self.weight_decay, 0.0)
+        _check_real("noam_factor", self.noam_factor, 0.0, ends="(")
+        _check_real("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        _check_real("min_delta", self.min_delta, 0.0)
+        _check_real("layer_lr_decay", self.layer_lr_decay, 0.0, 1.0, ends="(]")
+        if self.grad_clip is not None:
+            _check_real("grad_clip", self.grad_clip, 0.0, ends="(", optional=True)
+        if self.ema_decay is not None:
+            _check_real("ema_decay", self.ema_decay, 0.0, 1.0, ends="()", optional=True)
+        for index, beta in enumerate(self.betas):
+            _check_real(f"betas[{index}]", beta, 0.0, 1.0, ends="[)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-friendly dict (paths as strings, tuples as lists)."""
@@ -178,3 +196,65 @@ class TrainConfig:
                 f"unknown TrainConfig field(s) {sorted(unknown)}; known: {sorted(known)}"
             )
         return cls(**data)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, low: int | None, *, optional: bool) -> None:
+    """Raise unless ``value`` is an int (not a bool) ``>= low`` (or ``None`` if optional)."""
+    if value is None and optional:
+        return
+    if isinstance(value, int) and not isinstance(value, bool) and (low is None or value >= low):
+        return
+    bound = "an int" if low is None else f"an int >= {low}"
+    allowed = f"{bound} or None" if optional else bound
+    raise ValueError(f"{name} must be {allowed}; got {value!r} ({type(value).__name__})")
+
+
+def _check_real(
+    name: str,
+    value: Any,
+    low: float,
+    high: float | None = None,
+    *,
+    ends: str = "[]",
+    optional: bool = False,
+) -> None:
+    """Raise unless ``value`` is a finite number from ``low`` to ``high`` (``None``: no
+    upper bound); ``ends`` says which ends are open, e.g. ``"[)"`` for ``[low, high)``.
+    The message names the interval: ``betas[1] must be in [0, 1); got 1.5``."""
+    low_open, high_open = ends[0] == "(", ends[-1] == ")"
+    if high is None:
+        wanted = f"a finite number {'>' if low_open else '>='} {low:g}"
+    else:
+        wanted = f"in {ends[0]}{low:g}, {high:g}{')' if high_open else ']'}"
+    fits = _is_number(value) and math.isfinite(value)
+    if fits:
+        above = value > low if low_open else value >= low
+        below = high is None or (value < high if high_open else value <= high)
+        fits = above and below
+    if not fits:
+        raise ValueError(f"{name} must be {wanted}{' or None' if optional else ''}; got {value!r}")
+
+
+def _pair(name: str, value: Any) -> tuple[float, float]:
+    """Two numbers as a tuple (YAML gives a list)."""
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"{name} must be a pair of numbers (beta1, beta2); got {value!r}")
+    return tuple(value)
+
+
+def _names(name: str, value: Any) -> tuple[str, ...]:
+    """Class names as a tuple; a single name (a string) becomes a one-element tuple."""
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(item, str) and item for item in value
+    ):
+        raise ValueError(
+            f"{name} must be a class name or a list of class names (non-empty strings); "
+            f"got {value!r}"
+        )
+    return tuple(value)

@@ -1,5 +1,11 @@
 """AdamW (or T5's Adafactor) with parameter groups: no weight decay on norms, biases and
-embeddings."""
+embeddings.
+
+Embeddings are the parameters of embedding modules (``nn.Embedding``, or a class
+whose name contains ``Embedding``) and the parameters a module names in its
+``embedding_parameter_names()`` method (names relative to that module): learned
+tables held as bare ``nn.Parameter`` objects, such as ViT's class token and positions.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,13 @@ from torch import nn
 
 from attnkit.train.config import TrainConfig
 
-__all__ = ["build_optimizer", "is_no_decay_module", "layer_depths", "parameter_groups"]
+__all__ = [
+    "build_optimizer",
+    "declared_embeddings",
+    "is_no_decay_module",
+    "layer_depths",
+    "parameter_groups",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +39,49 @@ def is_no_decay_module(module: nn.Module, *, embeddings: bool = True) -> bool:
     return embeddings and is_embedding
 
 
+def declared_embeddings(module: nn.Module) -> list[nn.Parameter]:
+    """The parameters ``module.embedding_parameter_names()`` names, if it has that method.
+
+    A model holding an embedding table as a bare ``nn.Parameter`` (not inside an
+    embedding module) declares it so, and :func:`parameter_groups` treats it as an
+    embedding. Raises ``ValueError`` for a name that is not a parameter of ``module``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from attnkit.train.optim import declared_embeddings
+        >>> class Tokens(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.cls_token = nn.Parameter(torch.zeros(1, 1, 4))
+        ...     def embedding_parameter_names(self):
+        ...         return ("cls_token",)
+        >>> [tuple(p.shape) for p in declared_embeddings(Tokens())]
+        [(1, 1, 4)]
+    """
+    declare = getattr(module, "embedding_parameter_names", None)
+    if not callable(declare):
+        return []
+    names, own = tuple(declare()), dict(module.named_parameters())
+    unknown = sorted(set(names) - set(own))
+    if unknown:
+        raise ValueError(
+            f"{type(module).__name__}.embedding_parameter_names() must name its parameters; "
+            f"got {unknown}, which are not among {sorted(own)[:8]}"
+        )
+    return [own[name] for name in names]
+
+
 def _no_decay_ids(model: nn.Module, embeddings: bool) -> set[int]:
-    """Ids of parameters owned by a norm (or embedding) module, tied copies included."""
+    """Ids of parameters owned by a norm (or embedding) module or declared embeddings
+    (:func:`declared_embeddings`), tied copies included."""
     ids: set[int] = set()
     for module in model.modules():
         if is_no_decay_module(module, embeddings=embeddings):
             ids.update(id(p) for p in module.parameters(recurse=False))
+        declared = declared_embeddings(module)  # checked even when they are decayed
+        if embeddings:
+            ids.update(id(p) for p in declared)
     return ids
 
 
@@ -86,9 +135,11 @@ def parameter_groups(
     """AdamW groups: ``decay`` (weight matrices) and ``no_decay``, split by depth on request.
 
     ``no_decay`` holds parameters of norm and embedding modules (a weight tied
-    to an embedding included), biases and any other parameter with fewer than
-    two dimensions (gains, scales). ``decay_embeddings=True`` decays embedding
-    tables like other matrices (as GPT-2 / nanoGPT do). Frozen parameters are
+    to an embedding included), the embeddings a module declares in its
+    ``embedding_parameter_names()`` (ViT's class token and position table),
+    biases and any other parameter with fewer than two dimensions (gains,
+    scales). ``decay_embeddings=True`` decays embedding tables like other
+    matrices (as GPT-2 / nanoGPT do). Frozen parameters are
     left out; each shared parameter appears once. Groups carry a ``"name"`` key
     and an ``"lr_scale"``: 1, unless ``layer_lr_decay < 1`` splits each group
     by :func:`layer_depths` with ``lr_scale = layer_lr_decay ** (L + 1 - depth)``

@@ -115,9 +115,11 @@ def schedule_function(
     if config.schedule == "constant":
         return lambda step: constant_factor(step, warmup_steps=warmup)
     if config.schedule == "noam":
-        d = config.noam_d_model or d_model
+        d = d_model if config.noam_d_model is None else config.noam_d_model
         if d is None:
             raise ValueError("schedule 'noam' needs noam_d_model (or a model with config.d_model)")
+        if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+            raise ValueError(f"schedule 'noam' needs d_model >= 1 (an int); got {d!r}")
         return lambda step: noam_factor(
             step, d_model=d, warmup_steps=warmup, factor=config.noam_factor
         )

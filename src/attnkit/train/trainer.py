@@ -99,7 +99,10 @@ class Trainer:
     ``fit()`` trains and returns a :class:`TrainSummary`; ``fit(resume=True)``
     continues from the latest checkpoint in ``output_dir`` (if any) and
     ``fit(resume_from=path)`` from a given one (``"latest"``/``"best"`` name
-    those of ``output_dir``).
+    those of ``output_dir``). A fresh ``fit()`` refuses an ``output_dir`` that
+    holds an earlier run's checkpoints. A run resumed from step ``S`` removes the
+    step checkpoints above ``S`` (the run it branches from went on without it),
+    and one that had already stopped early stays stopped.
 
     Example:
         >>> import tempfile
@@ -265,8 +268,8 @@ class Trainer:
         """Train until a stop condition; returns a :class:`TrainSummary`.
 
         Args:
-            resume: continue from the latest checkpoint in ``output_dir`` when
-                there is one (else start fresh).
+            resume: continue from the latest step checkpoint in ``output_dir``,
+                else from its ``best/`` one, when there is one (else start fresh).
             resume_from: a checkpoint directory or run directory, or
                 ``"latest"`` / ``"best"`` of ``output_dir``; it must exist.
         """
@@ -302,6 +305,10 @@ class Trainer:
         path = self._resume_path(resume, resume_from)
         if path is not None:
             self._load(path)
+            self._discard_abandoned_checkpoints()
+            if self._patience_exhausted():  # the run had stopped early: nothing to do
+                message = self._early_stopping_message()
+                self._stop("early_stopping", f"{message}; already stopped at step {self.step}")
             return
         self._check_fresh_output_dir()
         if self.config.seed is not None:
@@ -321,22 +328,47 @@ class Trainer:
                 return resolve_checkpoint(self.config.output_dir, str(resume_from))
             return resolve_checkpoint(resume_from)
         if resume and self.checkpoints is not None:
-            return self.checkpoints.latest()
+            return self.checkpoints.latest() or self.checkpoints.best()
         return None
 
     def _check_fresh_output_dir(self) -> None:
+        """A fresh run must not mix with an earlier run's step or best checkpoints."""
         if self.config.output_dir is None:
             return
-        found = list_checkpoints(self.config.output_dir) if self.is_main else []
+        found = self._earlier_checkpoints() if self.is_main else []
         found = broadcast_object(found)
         if found:
             raise FileExistsError(
-                f"{self.config.output_dir} already holds checkpoints (latest: "
-                f"{found[-1][1].name}); pass resume=True to continue that run, or use an "
+                f"{self.config.output_dir} already holds checkpoints of an earlier run "
+                f"({', '.join(found)}); pass resume=True to continue that run, or use an "
                 "empty output_dir"
             )
         if self.is_main:
             (Path(self.config.output_dir) / METRICS_FILE).unlink(missing_ok=True)
+
+    def _earlier_checkpoints(self) -> list[str]:
+        """Names of the checkpoints in ``output_dir``: the latest step's, then ``best``."""
+        steps = list_checkpoints(self.config.output_dir)
+        found = [steps[-1][1].name] if steps else []
+        if self.checkpoints is not None and self.checkpoints.best() is not None:
+            found.append("best")
+        return found
+
+    def _discard_abandoned_checkpoints(self) -> None:
+        """After resuming from step S, the ``step_*`` checkpoints above S in ``output_dir``
+        belong to the abandoned continuation: remove them, so that keep-last pruning and
+        ``latest`` follow the resumed run."""
+        if self.checkpoints is None or not self.is_main:
+            return
+        removed = self.checkpoints.discard_after(self.step)
+        if removed:
+            names = ", ".join(path.name for path in removed)
+            self._logger.log("event", self.step, {"event": "discard", "paths": names})
+            self._write(
+                f"resumed from step {self.step}: removed the later checkpoints {names} "
+                "of the run it branches from",
+                logging.WARNING,
+            )
 
     def _loop(self) -> None:
         while self._stop_reason is None:
@@ -501,8 +533,7 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if not math.isfinite(grad_norm):
-                self.optimizer.zero_grad(set_to_none=True)
-                self.counters.overflow_steps += 1
+                self._skip_overflow()
                 return None
         elif not math.isfinite(grad_norm):
             self._skip_step(float("nan"), what="gradient")
@@ -520,7 +551,7 @@ class Trainer:
         return float(norm)
 
     def _skip_step(self, loss_sum: float, *, what: str) -> None:
-        """Drop this step's gradients; stop after ``max_bad_steps`` non-finite ones in a row."""
+        """Drop this step's gradients; stop after ``max_bad_steps`` skipped steps in a row."""
         self.optimizer.zero_grad(set_to_none=True)
         counters = self.counters
         counters.bad_steps += 1
@@ -532,12 +563,30 @@ class Trainer:
             f"({counters.consecutive_bad} in a row, max_bad_steps={self.config.max_bad_steps})",
             logging.WARNING,
         )
-        if counters.consecutive_bad >= self.config.max_bad_steps:
+        self._stop_after_bad_steps(what)
+
+    def _skip_overflow(self) -> None:
+        """An fp16 step whose scaled gradients overflowed: the scaler skipped it and halved
+        its scale. Usual for a few steps while the scale settles; the run stops after
+        ``max_bad_steps`` in a row once the scale is below 1, where the gradients
+        overflow (or are NaN) unscaled and no scale can help."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.counters.overflow_steps += 1
+        self.counters.consecutive_bad += 1
+        if self.counters.consecutive_bad >= self.config.max_bad_steps:
+            scale = self.scaler.get_scale()  # a device sync: only during a long overflow run
+            if scale < 1.0:
+                self._stop_after_bad_steps(f"fp16 gradient, with the loss scale down to {scale:g}")
+
+    def _stop_after_bad_steps(self, what: str) -> None:
+        """Stop once ``max_bad_steps`` steps in a row were skipped (the last for ``what``)."""
+        in_a_row, limit = self.counters.consecutive_bad, self.config.max_bad_steps
+        if in_a_row >= limit:
             self._stop(
                 "non_finite_loss",
-                f"training stopped: {counters.consecutive_bad} steps in a row had a non-finite "
-                f"{what} (max_bad_steps={self.config.max_bad_steps}); the weights are those "
-                f"after step {self.step}. Try a lower lr, grad_clip, or bf16 instead of fp16.",
+                f"training stopped: {in_a_row} steps in a row had a non-finite {what} "
+                f"(max_bad_steps={limit}); the weights are those after step {self.step}. "
+                "Try a lower lr, grad_clip, or bf16 instead of fp16.",
             )
 
     def _after_step(
@@ -682,13 +731,21 @@ class Trainer:
                 self._save(best=True)
             return
         counters.bad_evals += 1
+        if self._patience_exhausted():
+            self._stop("early_stopping", self._early_stopping_message())
+
+    def _patience_exhausted(self) -> bool:
+        """Whether ``patience`` evaluations in a row did not improve (also after a resume)."""
         patience = self.config.patience
-        if patience is not None and counters.bad_evals >= patience:
-            self._stop(
-                "early_stopping",
-                f"early stopping: {name} did not improve for {patience} evaluations "
-                f"(best {counters.best_value:.6g} at step {counters.best_step})",
-            )
+        return patience is not None and self.counters.bad_evals >= patience
+
+    def _early_stopping_message(self) -> str:
+        counters = self.counters
+        best = "none" if counters.best_value is None else f"{counters.best_value:.6g}"
+        return (
+            f"early stopping: {self.config.best_metric} did not improve for "
+            f"{self.config.patience} evaluations (best {best} at step {counters.best_step})"
+        )
 
     # ------------------------------------------------------------ checkpoints
 
