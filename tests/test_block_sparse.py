@@ -23,7 +23,7 @@ LAYOUTS = {
     "fixed": (fixed_layout(BLOCKS, 2), True),
     "longformer": (longformer_layout(BLOCKS, 1, [0]), False),
     "bigbird": (
-        bigbird_layout(BLOCKS, 1, [0], 1, generator=torch.Generator().manual_seed(0)),
+        bigbird_layout(BLOCKS, 1, [0], 1, seed=0),
         False,
     ),
 }
@@ -74,11 +74,22 @@ def test_layouts_by_hand():
     ]
     longformer = longformer_layout(4, 0, [2])
     assert longformer[2].all() and longformer[:, 2].all() and longformer[0, 1] == 0
-    bigbird = bigbird_layout(8, 1, [0], 2, generator=torch.Generator().manual_seed(1))
+    bigbird = bigbird_layout(8, 1, [0], 2, seed=1)
     extra = bigbird & ~longformer_layout(8, 1, [0])
     assert (extra.sum(1) <= 2).all() and extra.sum() > 0
     with pytest.raises(ValueError, match=r"global_blocks must lie in \[0, 4\)"):
         longformer_layout(4, 1, [4])
+
+
+def test_bigbird_draws_spread_random_blocks_that_a_longer_causal_layout_keeps():
+    band = longformer_layout(64, 1, [0])
+    extra = bigbird_layout(64, 1, [0], 3, seed=5) & ~band
+    assert (extra[1:].sum(1) == 3).all()  # row 0 is global: every other row has room
+    assert extra.sum(0).gt(0).sum() > 40  # the picks spread over the columns
+    assert not torch.equal(extra, bigbird_layout(64, 1, [0], 3, seed=6) & ~band)
+    short, longer = (bigbird_layout(n, 1, [0], 2, seed=5, causal=True) for n in (10, 30))
+    later_random = longer & ~longformer_layout(30, 1, [0])
+    assert torch.equal(longer[:10, :10], short) and not later_random.triu(1).any()
 
 
 def test_bad_layout_is_named():
@@ -89,7 +100,13 @@ def test_bad_layout_is_named():
 
 @pytest.mark.parametrize(
     ("pattern", "causal"),
-    [("strided", True), ("fixed", True), ("longformer", False), ("bigbird", False)],
+    [
+        ("strided", True),
+        ("fixed", True),
+        ("longformer", False),
+        ("bigbird", False),
+        ("bigbird", True),
+    ],
 )
 def test_module_blockwise_equals_its_dense_path_and_the_cache(pattern, causal):
     from attnkit.nn import BlockSparseAttention

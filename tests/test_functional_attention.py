@@ -418,6 +418,28 @@ def test_masked_keys_stay_masked_when_visible_keys_have_neg_inf_bias(attend, bac
         assert_close(out, math_out, 1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_row_that_neg_inf_bias_blocks_is_uniform_in_every_backend(attend, backend, dtype):
+    """No mask: query 0 has -inf bias on every key. The bias is clamped to the dtype's
+    minimum, which absorbs the scores: uniform weights, so the row's output is the mean
+    value and each value row gets a quarter of its gradient (the fused kernel added the
+    bias in float32 in float16, and its backward lost log(4) beside float32's minimum)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, n, 8).to(dtype).requires_grad_() for n in (3, 4, 4))
+    bias = torch.randn(1, 2, 3, 4)
+    bias[0, :, 0] = NEG_INF
+    out, _ = attend(backend, q, k, v, attn_bias=bias.to(dtype))
+    tol = 1e-6 if dtype == torch.float32 else 2e-3
+    mean = v.detach().float().mean(dim=2)
+    torch.testing.assert_close(out[0, :, 0].float(), mean[0], atol=tol, rtol=0)
+    expected, _ = reference_attention(q, k, v, None, attn_bias=bias.to(dtype))
+    assert_close(out[:, :, 1:], expected[:, :, 1:], 1e-5 if dtype == torch.float32 else 2e-2)
+    grad_q, grad_v = torch.autograd.grad(out[0, :, 0].float().sum(), (q, v))
+    torch.testing.assert_close(grad_v.float(), torch.full((1, 2, 4, 8), 0.25), atol=tol, rtol=0)
+    assert torch.all(grad_q == 0)
+
+
 # --------------------------------------------------------------------------- gradcheck
 
 GRADCHECK_VARIANTS = [

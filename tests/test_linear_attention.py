@@ -78,6 +78,22 @@ def test_module_rejects_what_the_kernel_cannot_do():
         LinearAttention(8, 2, score_bias=ALiBi(2))
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["LinearAttention", "PerformerAttention", "LSHAttention", "SlidingWindowAttention",
+     "BlockSparseAttention"],
+)  # fmt: skip
+def test_self_attention_modules_refuse_a_separate_key_or_value(name):
+    import attnkit.nn
+
+    module = getattr(attnkit.nn, name)(8, 2)
+    x = torch.randn(1, 4, 8)
+    module(x, x, x)  # the query itself is fine
+    for args in ((x, torch.randn(1, 4, 8)), (x, None, torch.randn(1, 4, 8))):
+        with pytest.raises(ValueError, match=r"is self-attention .* got a separate (key|value)"):
+            module(*args)
+
+
 def test_selectable_in_every_model():
     from attnkit.models import GPT, T5, BertConfig, BertModel, GPTConfig, T5Config, Transformer
 

@@ -41,6 +41,18 @@ def test_error_falls_as_the_number_of_features_grows(causal):
     assert errors[-1] < 0.05, errors
 
 
+def test_random_directions_are_unbiased():
+    """QR returns a Q with a sign convention (diag(R) > 0): unless undone, the first
+    direction of every block leans one way and the estimate of exp(q.k) stays biased."""
+    generator = torch.Generator().manual_seed(0)
+    blocks = torch.stack(
+        [orthogonal_random_features(8, 8, generator=generator) for _ in range(400)]
+    )
+    first_negative = (blocks[:, 0, 0] < 0).float().mean().item()
+    assert 0.4 < first_negative < 0.6, first_negative
+    assert blocks.mean(dim=0).abs().max() < 0.25
+
+
 def test_gradients_flow_and_padding_drops_keys():
     torch.manual_seed(1)
     q, k, v = (torch.randn(1, 2, 6, 4, requires_grad=True) for _ in range(3))

@@ -82,7 +82,8 @@ def fused_attention(
         mask = mask | ~row_has_keys
     attn_mask = mask
     if bias is not None:
-        attn_mask = finite_bias(bias, query.dtype)
+        attn_mask, blocked = _unblocked_rows(finite_bias(bias, query.dtype), mask)
+        query = query.masked_fill(blocked, 0.0)  # constant scores: uniform weights there
         if mask is not None:
             # -inf, not the dtype's minimum: a clamped -inf bias also sits at the minimum,
             # and a masked key must never tie with a visible one.
@@ -93,6 +94,23 @@ def fused_attention(
     if row_has_keys is not None:
         out = out.masked_fill(~row_has_keys, 0.0)
     return out, None
+
+
+def _unblocked_rows(bias: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``bias`` with zeros in each row whose visible keys all carry the dtype's minimum
+    (a clamped ``-inf``), and those rows ``(..., Tq, 1)``.
+
+    The math backend gives such a row uniform weights over its visible keys (the
+    minimum absorbs every score). Torch's kernel does not: it adds the bias in
+    float32, where float16's minimum plus a score is not the minimum, and its
+    backward loses ``log(n)`` beside float32's minimum. A zero bias with a zero query
+    row gives the kernel constant scores there, hence the same uniform weights.
+    """
+    reachable = bias > torch.finfo(bias.dtype).min
+    if mask is not None:
+        reachable = reachable & mask
+    blocked = ~reachable.any(dim=-1, keepdim=True)
+    return bias.masked_fill(blocked, 0.0), blocked
 
 
 def math_attention(

@@ -89,17 +89,44 @@ def bigbird_layout(
     global_blocks: Sequence[int],
     random_blocks: int,
     *,
-    generator: torch.Generator | None = None,
+    seed: int = 0,
+    causal: bool = False,
 ) -> Tensor:
-    """Longformer's band and global blocks plus ``random_blocks`` random blocks per row."""
+    """Longformer's band and global blocks plus ``random_blocks`` random blocks per row.
+
+    The random draw of block ``(row, col)`` depends on ``seed``, ``row`` and ``col``
+    only, not on ``num_blocks``; with ``causal`` a row draws among the blocks at or
+    before it. So a causal layout's rows stay the same as the sequence grows, and
+    decoding with a KV cache sees the blocks the full forward pass saw.
+
+    Example:
+        >>> from attnkit.functional.block_sparse import bigbird_layout
+        >>> short = bigbird_layout(5, 1, [0], 1, seed=3, causal=True)
+        >>> longer = bigbird_layout(9, 1, [0], 1, seed=3, causal=True)
+        >>> bool((longer[:5, :5] == short).all())
+        True
+    """
     layout = longformer_layout(num_blocks, window_blocks, global_blocks)
     if random_blocks > 0:
-        scores = torch.rand(num_blocks, num_blocks, generator=generator)
-        scores[layout] = -1.0  # draw among the blocks not chosen yet
+        scores = _block_uniforms(num_blocks, seed)
+        rows, cols = _grid(num_blocks)
+        taken = layout | (cols > rows) if causal else layout
+        scores[taken] = -1.0  # draw among the blocks not chosen yet
         picks = scores.topk(min(random_blocks, num_blocks), dim=1).indices
         extra = torch.zeros_like(layout).scatter_(1, picks, True)
         layout = layout | (extra & (scores >= 0))
     return layout
+
+
+def _block_uniforms(num_blocks: int, seed: int) -> Tensor:
+    """``(nb, nb)`` numbers in ``[0, 1)``, each a hash of ``(seed, row, col)`` alone
+    (an integer mix in wrapping int64 arithmetic), so that a larger grid extends a
+    smaller one instead of redrawing it."""
+    rows, cols = (index.long() for index in _grid(num_blocks))
+    x = rows * 0x9E3779B1 + cols * 0x85EBCA77 + (seed + 1) * 0xC2B2AE3D
+    for _ in range(3):
+        x = (x ^ (x >> 15)) * 0x2C1B3C6D
+    return (x >> 8 & 0xFFFFFF).double() / 2**24
 
 
 def layout_to_mask(layout: Tensor, block_size: int, length: int, *, causal: bool = False) -> Tensor:

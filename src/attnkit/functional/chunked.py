@@ -4,9 +4,12 @@ The forward pass never materialises the ``(Tq, Tk)`` score matrix. It walks
 key blocks keeping, for every query, a running maximum ``m``, a running sum
 ``l`` of ``exp(score - m)`` and a running weighted sum of values (Milakov &
 Gimelshein 2018; Rabe & Staats 2021; the FlashAttention recurrence). Only the
-per-row log-sum-exp is saved; the backward pass recomputes each block's
-probabilities from it. Peak extra memory is ``O(B * H * block_q * block_k)``,
-so memory grows linearly with sequence length.
+per-row ``m`` and ``l`` are saved; the backward pass recomputes each block's
+probabilities as ``exp(score - m) / l``. (FlashAttention saves ``m + log l``
+instead; kept apart, ``log l`` is not lost to rounding in a row whose scores all
+sit at the dtype's minimum, a row that a bias of ``-inf`` blocks entirely.) Peak
+extra memory is ``O(B * H * block_q * block_k)``, so memory grows linearly with
+sequence length.
 
 Causal blocks that lie entirely above the diagonal are skipped, and the causal
 mask is built per block from positions rather than as a ``(T, T)`` tensor.
@@ -118,10 +121,12 @@ def _dropout_keep(shape: torch.Size, block: _Block, plan: _Plan, device) -> Tens
 
 
 def _forward(q, k, v, bias, mask, plan: _Plan) -> tuple[Tensor, Tensor]:
-    """Output ``(B, H, Tq, Dv)`` and per-row log-sum-exp ``(B, H, Tq)`` (+inf for empty rows)."""
+    """Output ``(B, H, Tq, Dv)`` and the softmax statistics ``(2, B, H, Tq)`` of each row:
+    its maximum score ``m`` and its sum ``l`` of ``exp(score - m)`` (``+inf`` and 1 for
+    rows with no visible key, so that recomputed probabilities are 0 there)."""
     batch, heads, query_len, _ = q.shape
     out = q.new_empty((batch, heads, query_len, v.size(-1)), dtype=plan.dtype)
-    lse = q.new_empty((batch, heads, query_len), dtype=plan.dtype)
+    stats = q.new_empty((2, batch, heads, query_len), dtype=plan.dtype)
     for qi, rows in _query_blocks(query_len, plan):
         scaled_q = q[:, :, rows].to(plan.dtype) * plan.scale
         row_max = torch.full(scaled_q.shape[:-1], -torch.inf, dtype=plan.dtype, device=q.device)
@@ -142,8 +147,9 @@ def _forward(q, k, v, bias, mask, plan: _Plan) -> tuple[Tensor, Tensor]:
             acc = acc * rescale[..., None] + probs @ v[:, :, block.k].to(plan.dtype)
         has_keys = row_sum > 0
         out[:, :, rows] = acc / torch.where(has_keys, row_sum, 1.0)[..., None]
-        lse[:, :, rows] = torch.where(has_keys, safe_max + torch.log(row_sum), torch.inf)
-    return out, lse
+        stats[0, :, :, rows] = torch.where(has_keys, safe_max, torch.inf)
+        stats[1, :, :, rows] = torch.where(has_keys, row_sum, 1.0)
+    return out, stats
 
 
 def _reduce_to(grad: Tensor, shape: torch.Size) -> Tensor:
@@ -152,7 +158,7 @@ def _reduce_to(grad: Tensor, shape: torch.Size) -> Tensor:
     return grad.sum(dim=dims, keepdim=True) if dims else grad
 
 
-def _backward(q, k, v, bias, mask, out, lse, grad_out, plan: _Plan, want_bias_grad: bool):
+def _backward(q, k, v, bias, mask, out, stats, grad_out, plan: _Plan, want_bias_grad: bool):
     """Gradients for q, k, v (and bias) by recomputing each tile's probabilities."""
     grad_out = grad_out.to(plan.dtype)
     delta = (grad_out * out).sum(dim=-1)  # (B, H, Tq): rowsum(dO * O)
@@ -168,7 +174,10 @@ def _backward(q, k, v, bias, mask, out, lse, grad_out, plan: _Plan, want_bias_gr
         grad_scaled_q = torch.zeros_like(scaled_q)
         for block in _key_blocks(qi, rows, k.size(-2), plan):
             probs = _tile_scores(scaled_q, k, bias, mask, block, plan)
-            probs.sub_(lse[:, :, rows, None]).exp_()  # hidden keys and empty rows give 0
+            # A -inf bias was clamped to the minimum: no gradient flows through it.
+            clamped = probs == torch.finfo(plan.dtype).min if bias is not None else None
+            # hidden keys and empty rows give 0
+            probs.sub_(stats[0, :, :, rows, None]).exp_().div_(stats[1, :, :, rows, None])
             v_block = v[:, :, block.k].to(plan.dtype)
             d_scores = grad_out_rows @ v_block.transpose(-2, -1)  # dL/d(probs after dropout)
             if plan.dropout_p > 0:
@@ -178,6 +187,8 @@ def _backward(q, k, v, bias, mask, out, lse, grad_out, plan: _Plan, want_bias_gr
             else:
                 grad_v[:, :, block.k] += probs.transpose(-2, -1) @ grad_out_rows
             d_scores.sub_(delta_rows).mul_(probs)  # softmax backward
+            if clamped is not None:
+                d_scores.masked_fill_(clamped, 0.0)
             if grad_bias is not None:
                 target = _slice_last2(grad_bias, block.q, block.k)
                 target += _reduce_to(d_scores, target.shape)
@@ -190,18 +201,18 @@ def _backward(q, k, v, bias, mask, out, lse, grad_out, plan: _Plan, want_bias_gr
 class _ChunkedAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, bias, mask, plan: _Plan):
-        out, lse = _forward(q, k, v, bias, mask, plan)
-        ctx.save_for_backward(q, k, v, bias, mask, out, lse)
+        out, stats = _forward(q, k, v, bias, mask, plan)
+        ctx.save_for_backward(q, k, v, bias, mask, out, stats)
         ctx.plan = plan
         return out.to(q.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        q, k, v, bias, mask, out, lse = ctx.saved_tensors
+        q, k, v, bias, mask, out, stats = ctx.saved_tensors
         want_bias_grad = bias is not None and ctx.needs_input_grad[3]
         grad_q, grad_k, grad_v, grad_bias = _backward(
-            q, k, v, bias, mask, out, lse, grad_out, ctx.plan, want_bias_grad
+            q, k, v, bias, mask, out, stats, grad_out, ctx.plan, want_bias_grad
         )
         if grad_bias is not None:
             grad_bias = grad_bias.to(bias.dtype)

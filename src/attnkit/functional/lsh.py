@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnkit.functional._common import compute_dtype
+from attnkit.functional.dropout import dropout
 
 __all__ = ["lsh_attention", "lsh_buckets", "random_rotations"]
 
@@ -65,6 +66,7 @@ def lsh_attention(
     causal: bool = False,
     key_padding_mask: Tensor | None = None,
     scale: float | None = None,
+    dropout_p: float = 0.0,
 ) -> Tensor:
     """Shared-QK attention restricted to hash buckets.
 
@@ -76,6 +78,7 @@ def lsh_attention(
             previous chunk.
         causal: keys after the query are hidden.
         key_padding_mask: ``(B, T)`` bool, ``True`` at real tokens.
+        dropout_p: dropout on the attention weights within each round.
 
     Returns ``(B, H, T, Dv)``; a query with no visible key gets zeros.
     """
@@ -119,6 +122,8 @@ def lsh_attention(
     scores = scores.masked_fill(~visible, float("-inf")).masked_fill(~any_visible, 0.0)
     lse = torch.logsumexp(scores, dim=-1, keepdim=True)  # (..., c, 1)
     weights = torch.exp(scores - lse).masked_fill(~visible, 0.0)
+    if dropout_p > 0:
+        weights = dropout(weights, dropout_p)
     out = weights @ v  # (B, H, R, nc, c, Dv)
     out, lse = out.flatten(3, 4), lse.flatten(3, 4)  # (B, H, R, T, Dv), (B, H, R, T, 1)
     # A round where the query saw nothing gets (almost) no weight; all such: zeros.

@@ -41,8 +41,10 @@ def orthogonal_random_features(
     blocks = []
     for _ in range(math.ceil(num_features / dim)):
         gaussian = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
-        q, _ = torch.linalg.qr(gaussian)
-        blocks.append(q.T)
+        q, r = torch.linalg.qr(gaussian)
+        # QR fixes the sign of each column (diag(R) > 0 convention); undoing it makes Q
+        # uniformly distributed, without which the estimator of exp(x.y) stays biased.
+        blocks.append((q * torch.sign(torch.diagonal(r))).T)
     directions = torch.cat(blocks)[:num_features]
     norms = torch.randn(num_features, dim, generator=generator, dtype=torch.float64).norm(dim=1)
     return (directions * norms[:, None]).float()

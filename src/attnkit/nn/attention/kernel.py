@@ -58,7 +58,7 @@ class KernelAttention(MultiHeadAttention, ABC):
         """Shapes as :meth:`MultiHeadAttention.forward` (self-attention only)."""
         if attn_bias is not None:
             raise ValueError(f"{type(self).__name__} has no scores to bias; got attn_bias")
-        padding = required_key_padding(self, query, key, mask, cache)
+        padding = required_key_padding(self, query, key, value, mask, cache)
         q = self._split_heads(self.q_proj(query), self.num_heads)
         q, k, v, _ = self._keys_values(q, query, query, cache, positions)
         dtype = compute_dtype(q.dtype)

@@ -87,7 +87,7 @@ class LSHAttention(MultiHeadAttention):
         """Shapes as :meth:`MultiHeadAttention.forward` (self-attention; no weights)."""
         if need_weights or attn_bias is not None:
             raise ValueError("LSHAttention returns no weights and takes no attn_bias")
-        padding = required_key_padding(self, query, key, mask, cache)
+        padding = required_key_padding(self, query, key, value, mask, cache)
         qk = self._split_heads(self.q_proj(query), self.num_heads)
         v = self._split_heads(self.v_proj(query), self.num_heads)
         if cache is not None:
@@ -105,6 +105,7 @@ class LSHAttention(MultiHeadAttention):
                 causal=is_causal,
                 key_padding_mask=padding,
                 scale=self.scale,
+                dropout_p=self.dropout if self.training else 0.0,
             )
         return self.out_proj(self._merge_heads(out, head_mask)), None
 

@@ -30,17 +30,35 @@ def key_padding_from_mask(mask: Tensor | None, batch: int, key_len: int) -> Tens
     return mask[:, 0, 0, :].expand(batch, -1)
 
 
+def check_self_attention(
+    module: MultiHeadAttention, query: Tensor, key: Tensor | None, value: Tensor | None
+) -> None:
+    """Raise unless ``key`` and ``value`` are absent or ``query`` itself: these modules
+    project keys and values from the query and would otherwise ignore them silently."""
+    for name, given in (("key", key), ("value", value)):
+        if given is not None and given is not query:
+            raise ValueError(
+                f"{type(module).__name__} is self-attention (keys and values come from the "
+                f"query); got a separate {name}"
+            )
+
+
 def required_key_padding(
-    module: MultiHeadAttention, query: Tensor, key: Tensor | None, mask: Tensor | None, cache
+    module: MultiHeadAttention,
+    query: Tensor,
+    key: Tensor | None,
+    value: Tensor | None,
+    mask: Tensor | None,
+    cache,
 ) -> Tensor | None:
     """The ``(B, T_total)`` key padding of a self-attention call that accepts no other mask.
 
     For attention whose kernel sums cannot skip arbitrary pairs (linear,
-    Performer, LSH): raises for a separate key or any mask that is not key padding.
+    Performer, LSH): raises for a separate key or value, or any mask that is not
+    key padding.
     """
     name = type(module).__name__
-    if key is not None and key is not query:
-        raise ValueError(f"{name} is self-attention; got a separate key")
+    check_self_attention(module, query, key, value)
     total = query.size(1) + (cache.length if cache is not None else 0)
     padding = key_padding_from_mask(mask, query.size(0), total)
     if mask is not None and padding is None:
@@ -78,8 +96,7 @@ class PatternAttention(MultiHeadAttention, ABC):
         head_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Shapes as :meth:`MultiHeadAttention.forward` (self-attention only)."""
-        if key is not None and key is not query:
-            raise ValueError(f"{type(self).__name__} is self-attention; got a separate key")
+        check_self_attention(self, query, key, value)
         padding = key_padding_from_mask(mask, query.size(0), query.size(1))
         fast = cache is None and not need_weights and attn_bias is None
         fast = fast and (mask is None or padding is not None) and self.score_bias is None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from attnkit.functional.block_sparse import (
@@ -87,8 +86,9 @@ class BlockSparseAttention(PatternAttention):
             "seed": seed,
         }
 
-    def layout(self, num_blocks: int) -> Tensor:
-        """The ``(nb, nb)`` block layout for ``num_blocks`` blocks."""
+    def layout(self, num_blocks: int, causal: bool = False) -> Tensor:
+        """The ``(nb, nb)`` block layout for ``num_blocks`` blocks (BigBird's random
+        blocks: drawn among earlier blocks when ``causal``)."""
         o = self.pattern_options
         globals_ = [b for b in o["global_blocks"] if b < num_blocks]
         if self.pattern == "sliding":
@@ -99,13 +99,17 @@ class BlockSparseAttention(PatternAttention):
             return fixed_layout(num_blocks, o["group_blocks"], o["summary_blocks"])
         if self.pattern == "longformer":
             return longformer_layout(num_blocks, o["window_blocks"], globals_)
-        generator = torch.Generator().manual_seed(o["seed"])
         return bigbird_layout(
-            num_blocks, o["window_blocks"], globals_, o["random_blocks"], generator=generator
+            num_blocks,
+            o["window_blocks"],
+            globals_,
+            o["random_blocks"],
+            seed=o["seed"],
+            causal=causal,
         )
 
     def pattern_mask(self, query_len: int, total: int, causal: bool, device) -> Tensor:
-        layout = self.layout(math.ceil(total / self.block_size))
+        layout = self.layout(math.ceil(total / self.block_size), causal)
         sparse = layout_to_mask(layout, self.block_size, total, causal=causal)
         return sparse[:, :, total - query_len :].to(device)
 
@@ -116,7 +120,7 @@ class BlockSparseAttention(PatternAttention):
             q,
             k,
             v,
-            self.layout(math.ceil(q.size(2) / self.block_size)),
+            self.layout(math.ceil(q.size(2) / self.block_size), causal),
             block_size=self.block_size,
             causal=causal,
             key_padding_mask=padding,
