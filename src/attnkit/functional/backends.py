@@ -82,7 +82,7 @@ def fused_attention(
         mask = mask | ~row_has_keys
     attn_mask = mask
     if bias is not None:
-        attn_mask, blocked = _unblocked_rows(finite_bias(bias, query.dtype), mask)
+        attn_mask, blocked = _unblocked_rows(finite_bias(bias, query.dtype))
         query = query.masked_fill(blocked, 0.0)  # constant scores: uniform weights there
         if mask is not None:
             # -inf, not the dtype's minimum: a clamped -inf bias also sits at the minimum,
@@ -96,20 +96,19 @@ def fused_attention(
     return out, None
 
 
-def _unblocked_rows(bias: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-    """``bias`` with zeros in each row whose visible keys all carry the dtype's minimum
-    (a clamped ``-inf``), and those rows ``(..., Tq, 1)``.
+def _unblocked_rows(bias: Tensor) -> tuple[Tensor, Tensor]:
+    """``bias`` with zeros in each row that carries the dtype's minimum (a clamped
+    ``-inf``) on every key, and those rows ``(..., Tq, 1)``.
 
-    The math backend gives such a row uniform weights over its visible keys (the
-    minimum absorbs every score). Torch's kernel does not: it adds the bias in
-    float32, where float16's minimum plus a score is not the minimum, and its
-    backward loses ``log(n)`` beside float32's minimum. A zero bias with a zero query
-    row gives the kernel constant scores there, hence the same uniform weights.
+    The math backend gives such a row uniform weights (the minimum absorbs every
+    score). Torch's kernel does not: it adds the bias in float32, where float16's
+    minimum plus a score is not the minimum, and its backward loses ``log(n)`` beside
+    float32's minimum. A zero bias with a zero query row gives the kernel constant
+    scores there, hence the same uniform weights. Reduced on the bias's own shape
+    (often ``(1, H, Tq, Tk)``), it costs little; a row that the bias blocks only on the
+    keys the mask leaves visible is left to the kernel.
     """
-    reachable = bias > torch.finfo(bias.dtype).min
-    if mask is not None:
-        reachable = reachable & mask
-    blocked = ~reachable.any(dim=-1, keepdim=True)
+    blocked = ~(bias > torch.finfo(bias.dtype).min).any(dim=-1, keepdim=True)
     return bias.masked_fill(blocked, 0.0), blocked
 
 
