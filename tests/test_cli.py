@@ -1,8 +1,10 @@
-"""The command line: `attnkit demo` end to end with few steps (all three demos)."""
+"""The command line: `attnkit demo` end to end with few steps (all three demos), help and
+error messages."""
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +61,36 @@ def test_unknown_command_fails(capsys):
         main(["frobnicate"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_bench_help_prints_the_bench_help(flag, capsys):
+    assert main(["bench", flag]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: attnkit bench") and "scaling" in out
+    assert main(["bench", "attention", flag]) == 0
+    assert capsys.readouterr().out.startswith("usage: attnkit bench attention")
+
+
+def test_bench_help_from_the_console_script():
+    done = subprocess.run(
+        [sys.executable, "-m", "attnkit.cli", "bench", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.startswith("usage: attnkit bench")
+
+
+def test_generate_help_says_left_out_options_keep_the_run_values(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "A sampling option left out keeps the run's recipe value" in out
+    assert "(default: the run's sample.top_p; translation runs: off)" in out
+
+
+def test_malformed_yaml_override_is_an_error_message_not_a_traceback(capsys):
+    config = Path(__file__).resolve().parents[1] / "configs" / "shakespeare_char.yaml"
+    assert main(["train", str(config), "train.betas=[0.9, 0.99"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("attnkit train: error: override 'train.betas=[0.9, 0.99': the value")
+    assert "Traceback" not in err

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import models
+from tokenizers import decoders, models, pre_tokenizers
 
 from attnkit.data import (
     SPECIAL_TOKENS,
@@ -152,6 +152,28 @@ def test_char_tokenizer_json_is_a_valid_hf_tokenizer(tmp_path):
     assert hf.decode(tok.encode(text)) == text
 
 
+def test_char_on_unknown_survives_save_and_load(tmp_path):
+    strict = CharTokenizer.train(["abc"], on_unknown="error")
+    path = strict.save(tmp_path / "strict")
+    reloaded = load_tokenizer(path)
+    assert reloaded.on_unknown == "error"
+    with pytest.raises(ValueError, match=r"unknown character 'z' \(U\+007A\) at position 2"):
+        reloaded.encode("abz")
+    assert load_tokenizer(CharTokenizer.train(["abc"]).save(tmp_path / "lax")).on_unknown == "unk"
+    # still a valid HF WordLevel file: HF ignores the setting and maps unknowns to <unk>
+    hf = HFTokenizer.from_file(str(path))
+    assert hf.encode("abz").ids == [4, 5, 3]
+    # a file written before the setting was stored loads as "unk"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    del data["model"]["attnkit_on_unknown"]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert load_tokenizer(path).on_unknown == "unk"
+    data["model"]["attnkit_on_unknown"] = "skip"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match="attnkit_on_unknown must be 'unk' or 'error'; got 'skip'"):
+        load_tokenizer(path)
+
+
 def test_char_rejects_bad_vocabulary():
     with pytest.raises(ValueError, match="distinct single characters"):
         CharTokenizer(["a", "bc"])
@@ -181,6 +203,33 @@ def test_bpe_and_unigram_restore_the_original_spacing(subword, corpus, kind):
     same = [line for line in corpus if unicodedata.normalize("NFKC", line) == line]
     assert len(same) > 250
     assert sum(tok.decode(tok.encode(line)) == line for line in same) >= len(same) - 3
+
+
+@pytest.mark.parametrize(
+    "text", ["  two leading spaces", " one leading space", "none", "trailing ", "a  b", " ", ""]
+)
+def test_unigram_round_trip_keeps_leading_spaces(subword, tmp_path, text):
+    tok = subword["unigram"]
+    ids = tok.encode(text)
+    assert tok.unk_id not in ids
+    assert tok.decode(ids) == tok.normalize(text) == text
+    assert load_tokenizer(tok.save(tmp_path)).decode(ids) == text
+
+
+def test_normalize_states_what_an_older_unigram_pairing_drops(subword, corpus):
+    # Files trained before the pairing fix used Metaspace(prepend_scheme="always"), whose
+    # decoder drops one leading space; normalize, computed from the file, says so.
+    tok = subword["unigram"]
+    hf = HFTokenizer.from_str(tok.to_json())
+    hf.normalizer = None
+    hf.pre_tokenizer = pre_tokenizers.Metaspace()
+    hf.decoder = decoders.Metaspace()
+    old = SubwordTokenizer(hf)
+    for text in [" one leading space", "  two leading spaces", "none", *corpus[:20]]:
+        ids = old.encode(text)
+        assert old.unk_id not in ids
+        assert old.decode(ids) == old.normalize(text)
+    assert old.normalize(" one leading space") == "one leading space"
 
 
 def test_wordpiece_normalised_text_separates_punctuation(subword):

@@ -133,6 +133,29 @@ def test_rouge_stemming_mean_over_segments_and_multiple_references():
     assert best == {"rouge2": pytest.approx(100.0)}
 
 
+class _WhitespaceTokenizer:
+    def tokenize(self, text: str) -> list[str]:
+        return text.lower().split()
+
+
+def test_rouge_stemmer_with_custom_tokenizer_is_an_error_not_ignored():
+    hyp, ref = ["the cats were running"], ["the cat was running"]
+    with pytest.raises(ValueError, match="use_stemmer=True applies only to rouge-score's default"):
+        rouge(hyp, ref, rouge_types=("rouge1",), use_stemmer=True, tokenizer=_WhitespaceTokenizer())
+    # unset or False: the tokenizer's own tokens, unstemmed ("the", "running" shared: 2 of 4)
+    for use_stemmer in (None, False):
+        scores = rouge(
+            hyp,
+            ref,
+            rouge_types=("rouge1",),
+            use_stemmer=use_stemmer,
+            tokenizer=_WhitespaceTokenizer(),
+        )
+        assert scores == {"rouge1": pytest.approx(50.0)}
+    # default tokenizer stems: cats -> cat shared too (3 of 4)
+    assert rouge(hyp, ref, rouge_types=("rouge1",))["rouge1"] == pytest.approx(75.0)
+
+
 def test_rouge_equals_rouge_score_called_directly():
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     direct = [scorer.score(r, h) for h, r in zip(HYPOTHESES, REFERENCES, strict=True)]
@@ -154,6 +177,18 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size():
     assert total_nll == pytest.approx(13 * math.log(37))
     assert perplexity(total_nll, tokens) == pytest.approx(37.0, rel=1e-12)
     assert negative_log_likelihood(logits, targets)[1] == 15
+
+
+def test_negative_log_likelihood_skips_ignore_index_labels():
+    logits = torch.zeros(1, 3, 8)
+    targets = torch.tensor([[1, 2, -100]])  # -100: the collators' ignore_index
+    total_nll, tokens = negative_log_likelihood(logits, targets, pad_id=-100)
+    assert tokens == 2
+    assert total_nll == pytest.approx(2 * math.log(8))
+    with pytest.raises(ValueError, match=r"token ids in \[0, 8\); got -100"):
+        negative_log_likelihood(logits, targets)
+    with pytest.raises(ValueError, match=r"token ids in \[0, 8\); got 8"):
+        negative_log_likelihood(logits, torch.tensor([[1, 8, 0]]), pad_id=0)
 
 
 def test_perplexity_known_values_and_errors():

@@ -1,6 +1,7 @@
 """YAML -> dataclass validation and key=value overrides."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -75,3 +76,94 @@ def test_load_yaml_errors_name_the_file(tmp_path):
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_yaml(listed)
+
+
+def test_malformed_yaml_in_an_override_names_the_override():
+    with pytest.raises(
+        ConfigError,
+        match=r"override 'inner\.sizes=\[1, 2': the value '\[1, 2' is not valid YAML \(expected",
+    ):
+        apply_overrides({}, ["inner.sizes=[1, 2"])
+    with pytest.raises(
+        ConfigError, match=r"override 'name=\"x': the value '\"x' is not valid YAML"
+    ):
+        apply_overrides({}, ['name="x'])
+
+
+@dataclass
+class Pretrained:
+    path: str = "model"
+    pooling: Literal["cls", "mean"] = "cls"
+    architecture: Literal["bert"] = "bert"
+
+
+@dataclass
+class Recurrent:
+    architecture: Literal["lstm"]
+    hidden_size: int = 8
+    layers: int = 1
+
+
+@dataclass
+class Classifier:
+    model: Pretrained | Recurrent = field(default_factory=Pretrained)
+
+
+@dataclass
+class Points:
+    x: int = 0
+    y: int = 0
+
+
+@dataclass
+class Box:
+    width: int = 1
+    height: int = 1
+    depth: int = 1
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        # the discriminator picks the alternative; only its error is reported
+        (
+            {"architecture": "lstm", "hiden_size": 3},
+            "unknown key(s) ['model.hiden_size']; model accepts "
+            "['architecture', 'hidden_size', 'layers']",
+        ),
+        ({"architecture": "lstm", "layers": "2"}, "model.layers must be int; got str '2'"),
+        # no discriminator given: the alternative whose default it is
+        ({"pooling": "max"}, "model.pooling must be one of ['cls', 'mean']; got 'max'"),
+        # a discriminator value that fits no alternative
+        ({"architecture": "gru"}, "model.architecture must be one of ['bert', 'lstm']; got 'gru'"),
+    ],
+)
+def test_union_error_is_the_intended_alternatives_only(model, message):
+    with pytest.raises(ConfigError) as error:
+        from_dict(Classifier, {"model": model})
+    assert str(error.value) == message
+
+
+@dataclass
+class Shape:
+    shape: Points | Box = field(default_factory=Points)
+
+
+def test_union_without_discriminator_reports_the_closest_alternative():
+    # Points: two unknown keys; Box: one (the typo)
+    with pytest.raises(ConfigError) as error:
+        from_dict(Shape, {"shape": {"width": 2, "heigth": 3}})
+    assert str(error.value) == (
+        "unknown key(s) ['shape.heigth']; shape accepts ['depth', 'height', 'width']"
+    )
+
+
+def test_union_typo_in_a_real_recipe_names_only_the_typo():
+    from attnkit.recipes import load_recipe
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "sst2_bilstm.yaml"
+    with pytest.raises(ConfigError) as error:
+        load_recipe(config, ["model.hiden_size=64"])
+    message = str(error.value)
+    assert "unknown key(s) ['model.hiden_size']; model accepts [" in message
+    assert "'model.embed_dim'" not in message and " / " not in message

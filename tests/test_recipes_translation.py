@@ -1,5 +1,6 @@
 """End to end through the CLI: train a tiny Multi30k model, resume, translate, evaluate."""
 
+import io
 import json
 from pathlib import Path
 
@@ -107,3 +108,12 @@ def test_translations_stay_on_one_line():
 
     assert one_line("a dog\nruns\r\x0b fast ") == "a dog runs fast"
     assert one_line("") == ""
+
+
+@pytest.mark.parametrize("command", ["evaluate", "translate"])
+def test_a_run_of_another_task_is_named(command, tmp_path, monkeypatch, capsys):
+    (tmp_path / "recipe.yaml").write_text("task: language_model\nname: lm\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
+    assert main([command, "--checkpoint", str(tmp_path)]) == 2
+    expected = f"{tmp_path} is not a translation run (task: language_model)"
+    assert capsys.readouterr().err == f"attnkit {command}: error: {expected}\n"

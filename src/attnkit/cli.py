@@ -93,19 +93,41 @@ def _run_task(run_dir: str) -> str | None:
     return (yaml.safe_load(recipe_file.read_text()) or {}).get("task")
 
 
+# `attnkit generate` options a language-model run's recipe also holds (its `sample:`
+# section) -> the value a translation run, which has none, uses when it is not given.
+_SAMPLING_DEFAULTS = {
+    "max_new_tokens": 64,
+    "temperature": 1.0,
+    "top_k": None,
+    "top_p": None,
+    "repetition_penalty": 1.0,
+    "seed": 0,
+}
+
+
+def _sampling_options(args: argparse.Namespace) -> dict:
+    """The sampling options given on the command line (``--top-k 0``: no limit)."""
+    given = {name: getattr(args, name) for name in _SAMPLING_DEFAULTS}
+    given = {name: value for name, value in given.items() if value is not None}
+    if given.get("top_k") == 0:
+        given["top_k"] = None
+    return given
+
+
 def _generate_text(args: argparse.Namespace) -> int:
-    """Continue each stdin line (an empty line: from scratch) with a trained GPT."""
+    """Continue each stdin line (an empty line: from scratch) with a trained GPT.
+
+    Options left out keep the run's own sample settings.
+    """
+    import dataclasses
+
     from attnkit.recipes.language_model import generate_text, load_language_model
 
     model, tokenizer, recipe = load_language_model(args.checkpoint, which=args.which)
-    settings = recipe.sample
-    settings.max_new_tokens = args.max_new_tokens
-    settings.temperature = args.temperature
-    settings.top_k = args.top_k
-    settings.seed = args.seed
+    settings = dataclasses.replace(recipe.sample, **_sampling_options(args))  # checks them
     for line in sys.stdin:
-        settings.prompt = line.rstrip("\n") or "\n"
-        print(generate_text(model, tokenizer, settings))
+        prompted = dataclasses.replace(settings, prompt=line.rstrip("\n") or "\n")
+        print(generate_text(model, tokenizer, prompted))
     return 0
 
 
@@ -116,23 +138,20 @@ def _generate(args: argparse.Namespace) -> int:
 
     if _run_task(args.checkpoint) == "language_model":
         return _generate_text(args)
+    settings = {**_SAMPLING_DEFAULTS, **_sampling_options(args)}
     translator = _translator(args)
     tokenizer, model = translator.tokenizer, translator.model
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(settings.pop("seed"))
     for line in sys.stdin:
         src = torch.tensor([tokenizer.encode(line.strip())[: model.config.max_len - 1]])
         ids = sample(
             model,
             src,
-            max_new_tokens=args.max_new_tokens,
             bos_id=tokenizer.bos_id,
             eos_id=tokenizer.eos_id,
             pad_id=tokenizer.pad_id,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            repetition_penalty=args.repetition_penalty,
             generator=generator,
+            **settings,
         )
         print(tokenizer.decode(ids[0]))
     return 0
@@ -198,15 +217,34 @@ def _add_inference(commands) -> None:
     _decoding_options(translate)
     translate.set_defaults(handler=_translate)
 
-    generate = commands.add_parser("generate", help="sample continuations/translations of stdin")
+    generate = commands.add_parser(
+        "generate",
+        help="sample continuations/translations of stdin",
+        description="Sample a continuation (language-model runs) or a translation "
+        "(translation runs) of each line of stdin. A sampling option left out keeps the "
+        "run's recipe value (its `sample:` section) for a language-model run; a "
+        "translation run has none, and uses the default shown.",
+    )
     _checkpoint_options(generate)
-    generate.add_argument("--max-new-tokens", type=int, default=64)
-    generate.add_argument("--temperature", type=float, default=1.0)
-    generate.add_argument("--top-k", type=int, default=None)
-    generate.add_argument("--top-p", type=float, default=None)
-    generate.add_argument("--repetition-penalty", type=float, default=1.0)
-    generate.add_argument("--seed", type=int, default=0)
+    _sampling_arguments(generate)
     generate.set_defaults(handler=_generate)
+
+
+def _sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """``attnkit generate``'s sampling options, all defaulting to ``None``: the run's value."""
+    options = [
+        ("--max-new-tokens", int, "number of tokens to generate"),
+        ("--temperature", float, "> 0; lower is closer to greedy"),
+        ("--top-k", int, "keep the K most likely tokens; 0: no limit"),
+        ("--top-p", float, "nucleus sampling, in (0, 1]; 1: off"),
+        ("--repetition-penalty", float, "> 0; 1: off"),
+        ("--seed", int, "seed of the sampling generator"),
+    ]
+    for flag, kind, what in options:
+        name = flag[2:].replace("-", "_")
+        fallback = "off" if _SAMPLING_DEFAULTS[name] is None else _SAMPLING_DEFAULTS[name]
+        help_text = f"{what} (default: the run's sample.{name}; translation runs: {fallback})"
+        parser.add_argument(flag, type=kind, default=None, help=help_text)
 
 
 def _add_visualize(commands) -> None:
@@ -254,7 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        # bench has its own parser, --help included: hand it everything after the name.
+        return _bench(argparse.Namespace(bench_args=argv[1:]))
+    args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
     except (ValueError, FileNotFoundError) as error:

@@ -10,15 +10,22 @@ Special tokens are the same everywhere: ``<pad>=0, <bos>=1, <eos>=2, <unk>=3``.
   ``<unk>`` as ``"<unk>"``, so lost text is visible. Ids outside the vocabulary are an error.
 * ``save(path_or_dir)`` writes a Hugging Face ``tokenizer.json``; ``load_tokenizer(path)``
   returns the matching class. The character tokenizer's file is a valid HF ``WordLevel``
-  tokenizer too (``tokenizers.Tokenizer.from_file`` reads it).
+  tokenizer too (``tokenizers.Tokenizer.from_file`` reads it); its ``on_unknown`` setting is
+  kept in the model entry as ``attnkit_on_unknown``, which HF ignores (HF maps unknown
+  characters to ``<unk>``).
 
 Round trips: ``CharTokenizer`` gives ``decode(encode(t)) == t`` for text of known
 characters. Subword tokenizers give ``decode(encode(t)) == tok.normalize(t)`` when no
 ``<unk>`` is produced: NFKC (and optional lower-casing) for BPE (byte-level, so never
-``<unk>``) and Unigram (Metaspace); for WordPiece (BERT pre-tokenizer) the normalised text
-split at whitespace and punctuation and joined by single spaces ("It ' s here ."), since
-WordPiece does not record spacing. For translation output scored with sacreBLEU use BPE or
-Unigram, whose decoders restore the original spacing.
+``<unk>``) and Unigram (one ``"▁"`` prepended to every text, Metaspace without a prefix of
+its own, and a decoder that strips exactly that one space, so leading spaces survive); for
+WordPiece (BERT pre-tokenizer) the normalised text split at whitespace and punctuation and
+joined by single spaces ("It ' s here ."), since WordPiece does not record spacing. For
+translation output scored with sacreBLEU use BPE or Unigram, whose decoders restore the
+original spacing. ``normalize`` is computed from the tokenizer's own normaliser,
+pre-tokenizer and decoder, so it is exact for any loaded file too (a Unigram file that uses
+Metaspace's own prefix, ``prepend_scheme="always"``, drops one leading space, and its
+``normalize`` says so).
 
 Training is fast (seconds on Multi30k) but Hugging Face's WordPiece and Unigram trainers
 are not bit-reproducible (hash-map order, huggingface/tokenizers#1794): train once, save
@@ -55,6 +62,9 @@ SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 TOKENIZER_FILE = "tokenizer.json"
 _CHAR_SPLIT = r"[\s\S]"  # every code point is its own pre-token
+_ON_UNKNOWN_KEY = "attnkit_on_unknown"  # in tokenizer.json's "model"; HF ignores it
+_METASPACE = "\u2581"  # "▁", SentencePiece's word-boundary mark
+OnUnknown = Literal["unk", "error"]
 SubwordKind = Literal["bpe", "wordpiece", "unigram"]
 
 
@@ -111,7 +121,10 @@ class TextTokenizer(ABC):
         """The Hugging Face ``tokenizer.json`` content."""
 
     def normalize(self, text: str) -> str:
-        """The text as ``decode(encode(text))`` gives it back (see the module docstring)."""
+        """The text as ``decode(encode(text))`` gives it back when no ``<unk>`` is produced.
+
+        See the module docstring for what that is for each kind.
+        """
         return text
 
     def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
@@ -171,7 +184,7 @@ class CharTokenizer(TextTokenizer):
         'held<unk>'
     """
 
-    def __init__(self, chars: Iterable[str], *, on_unknown: Literal["unk", "error"] = "unk"):
+    def __init__(self, chars: Iterable[str], *, on_unknown: OnUnknown = "unk"):
         chars = list(chars)
         if on_unknown not in ("unk", "error"):
             raise ValueError(f"on_unknown must be 'unk' or 'error'; got {on_unknown!r}")
@@ -184,9 +197,7 @@ class CharTokenizer(TextTokenizer):
         self._stoi = {c: i for i, c in enumerate(chars, start=len(SPECIAL_TOKENS))}
 
     @classmethod
-    def train(
-        cls, texts: Iterable[str], *, on_unknown: Literal["unk", "error"] = "unk"
-    ) -> CharTokenizer:
+    def train(cls, texts: Iterable[str], *, on_unknown: OnUnknown = "unk") -> CharTokenizer:
         """A vocabulary of every character in ``texts`` (sorted, so it is reproducible)."""
         seen: set[str] = set()
         for text in texts:
@@ -217,20 +228,35 @@ class CharTokenizer(TextTokenizer):
         hf.pre_tokenizer = pre_tokenizers.Split(Regex(_CHAR_SPLIT), behavior="isolated")
         hf.decoder = decoders.Fuse()
         hf.add_special_tokens(list(SPECIAL_TOKENS))
-        return hf.to_str(pretty=True)
+        data = json.loads(hf.to_str())
+        data["model"][_ON_UNKNOWN_KEY] = self.on_unknown
+        return json.dumps(data, indent=2, ensure_ascii=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = "tokenizer.json") -> CharTokenizer:
-        """Rebuild from a parsed ``tokenizer.json`` written by ``to_json``."""
+        """Rebuild from a parsed ``tokenizer.json`` written by ``to_json``.
+
+        A file without ``attnkit_on_unknown`` (written before it was stored) loads as
+        ``on_unknown="unk"``.
+        """
         by_id = sorted((i, token) for token, i in data["model"]["vocab"].items())
         tokens = [token for _, token in by_id]
         if [i for i, _ in by_id] != list(range(len(by_id))) or tuple(tokens[:4]) != SPECIAL_TOKENS:
             raise ValueError(f"{source}: not an attnkit character vocabulary (ids/specials)")
-        return cls(tokens[len(SPECIAL_TOKENS) :])
+        on_unknown = data["model"].get(_ON_UNKNOWN_KEY, "unk")
+        if on_unknown not in ("unk", "error"):
+            raise ValueError(
+                f"{source}: {_ON_UNKNOWN_KEY} must be 'unk' or 'error'; got {on_unknown!r}"
+            )
+        return cls(tokens[len(SPECIAL_TOKENS) :], on_unknown=on_unknown)
 
 
 def _subword_parts(kind: str, vocab_size: int, min_frequency: int) -> tuple[Any, Any, Any, Any]:
-    """``(model, pre_tokenizer, decoder, trainer)`` for one subword kind."""
+    """``(model, pre_tokenizer, decoder, trainer)`` for one subword kind.
+
+    Unigram also needs ``normalizers.Prepend("▁")`` last in its normaliser, which
+    ``SubwordTokenizer.train`` adds (see the module docstring).
+    """
     unk = SPECIAL_TOKENS[UNK_ID]
     common = {"vocab_size": vocab_size, "special_tokens": list(SPECIAL_TOKENS)}
     common["show_progress"] = False
@@ -248,8 +274,14 @@ def _subword_parts(kind: str, vocab_size: int, min_frequency: int) -> tuple[Any,
         model = models.WordPiece(unk_token=unk)
         return model, pre_tokenizers.BertPreTokenizer(), decoders.WordPiece(cleanup=False), trainer
     if kind == "unigram":
+        # Metaspace's own prefix ("always") is skipped for text that starts with a space,
+        # and its decoder then strips that space: prepend "▁" unconditionally instead and
+        # strip exactly one leading space after decoding (the Llama tokenizer's pairing).
         trainer = trainers.UnigramTrainer(unk_token=unk, **common)
-        return models.Unigram(), pre_tokenizers.Metaspace(), decoders.Metaspace(), trainer
+        decoder = decoders.Sequence(
+            [decoders.Metaspace(prepend_scheme="never"), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+        )
+        return models.Unigram(), pre_tokenizers.Metaspace(prepend_scheme="never"), decoder, trainer
     raise ValueError(f"kind must be 'bpe', 'wordpiece' or 'unigram'; got {kind!r}")
 
 
@@ -321,6 +353,7 @@ class SubwordTokenizer(TextTokenizer):
         model, pre_tokenizer, decoder, trainer = _subword_parts(kind, vocab_size, min_frequency)
         hf = HFTokenizer(model)
         steps = [normalizers.NFKC()] + [normalizers.Lowercase()] * lowercase
+        steps += [normalizers.Prepend(_METASPACE)] * (kind == "unigram")
         hf.normalizer = normalizers.Sequence(steps)
         hf.pre_tokenizer = pre_tokenizer
         hf.decoder = decoder
@@ -332,10 +365,16 @@ class SubwordTokenizer(TextTokenizer):
         return self.hf.get_vocab_size(with_added_tokens=True)
 
     def normalize(self, text: str) -> str:
-        text = self.hf.normalizer.normalize_str(text)
-        if self.kind == "wordpiece":
-            return " ".join(piece for piece, _ in self.hf.pre_tokenizer.pre_tokenize_str(text))
-        return text
+        # The decoder applied to the pre-tokens: a model only splits pre-tokens into
+        # pieces, which these decoders join back the same way.
+        hf = self.hf
+        if hf.normalizer is not None:
+            text = hf.normalizer.normalize_str(text)
+        pieces = [text]
+        if hf.pre_tokenizer is not None:
+            pieces = [piece for piece, _ in hf.pre_tokenizer.pre_tokenize_str(text)]
+        # without a decoder, HF joins tokens with spaces
+        return hf.decoder.decode(pieces) if hf.decoder is not None else " ".join(pieces)
 
     def _encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False).ids

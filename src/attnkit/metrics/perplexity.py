@@ -18,7 +18,9 @@ def negative_log_likelihood(
     Args:
         logits: ``(B, T, V)`` (or ``(N, V)``) unnormalised scores.
         targets: ``(B, T)`` (or ``(N,)``) token ids.
-        pad_id: targets equal to it are skipped (``None``: count every position).
+        pad_id: targets equal to it are skipped (``None``: count every position);
+            it may lie outside the vocabulary, e.g. ``-100`` (the ``ignore_index``
+            of attnkit's MLM and span-corruption collators).
 
     Returns:
         ``(total_nll, total_tokens)``; sum them over batches, then :func:`perplexity`.
@@ -35,10 +37,22 @@ def negative_log_likelihood(
             "logits must have shape targets.shape + (V,); got logits "
             f"{tuple(logits.shape)} and targets {tuple(targets.shape)}"
         )
-    log_probs = torch.log_softmax(logits.detach().double(), dim=-1)
-    token_nll = -log_probs.gather(-1, targets.long()[..., None])[..., 0]
     keep = torch.ones_like(targets, dtype=torch.bool) if pad_id is None else targets != pad_id
+    _check_target_range(targets[keep], logits.size(-1))
+    safe_targets = targets.long().masked_fill(~keep, 0)  # skipped ids (e.g. -100) never index
+    log_probs = torch.log_softmax(logits.detach().double(), dim=-1)
+    token_nll = -log_probs.gather(-1, safe_targets[..., None])[..., 0]
     return float(token_nll[keep].sum()), int(keep.sum())
+
+
+def _check_target_range(kept: Tensor, vocab_size: int) -> None:
+    """Raise ``ValueError`` if a counted target id is not in ``[0, vocab_size)``."""
+    bad = (kept < 0) | (kept >= vocab_size)
+    if bad.any():
+        raise ValueError(
+            f"targets not skipped by pad_id must be token ids in [0, {vocab_size}); "
+            f"got {int(kept[bad][0])} (pass pad_id=-100 to skip ignore_index labels)"
+        )
 
 
 def perplexity(total_nll: float | Tensor, total_tokens: int | Tensor) -> float:

@@ -15,7 +15,7 @@ def rouge(
     references: References,
     *,
     rouge_types: Sequence[str] = ("rouge1", "rouge2", "rougeL"),
-    use_stemmer: bool = True,
+    use_stemmer: bool | None = None,
     tokenizer: Any = None,
 ) -> dict[str, float]:
     """Mean ROUGE F1 (x100) over segments, by ``rouge_score.rouge_scorer.RougeScorer``.
@@ -26,13 +26,20 @@ def rouge(
 
     Note: rouge-score's default tokenizer lowercases and keeps only ``[a-z0-9]``
     words, so it suits English; pass ``tokenizer`` (an object with
-    ``tokenize(text) -> list[str]``) for other languages.
+    ``tokenize(text) -> list[str]``) for other languages. As in rouge-score,
+    stemming is part of the default tokenizer: a custom tokenizer does its own
+    (or no) stemming, so ``use_stemmer=True`` together with ``tokenizer`` raises
+    ``ValueError`` rather than being silently ignored.
 
     Args:
         hypotheses: system outputs, one string per segment.
         references: for each hypothesis, a reference string or a list of them.
         rouge_types: e.g. ``"rouge1"``, ``"rouge2"``, ``"rougeL"``, ``"rougeLsum"``.
-        use_stemmer: Porter-stem words first (the usual setting for summarisation).
+        use_stemmer: Porter-stem words first (the usual setting for summarisation);
+            applies to the default tokenizer only. ``None`` (default): ``True``
+            without ``tokenizer``, no stemming with one.
+        tokenizer: object with ``tokenize(text) -> list[str]`` replacing
+            rouge-score's default tokenizer (``None``: the default).
 
     Returns:
         ``{rouge_type: mean F1 in 0-100}``.
@@ -48,7 +55,7 @@ def rouge(
 
     per_hypothesis = references_per_hypothesis(hypotheses, references)
     scorer = rouge_scorer.RougeScorer(
-        list(rouge_types), use_stemmer=use_stemmer, tokenizer=tokenizer
+        list(rouge_types), use_stemmer=_stemming(use_stemmer, tokenizer), tokenizer=tokenizer
     )
     totals = dict.fromkeys(rouge_types, 0.0)
     for hypothesis, refs in zip(hypotheses, per_hypothesis, strict=True):
@@ -56,3 +63,16 @@ def rouge(
         for name in rouge_types:
             totals[name] += scores[name].fmeasure
     return {name: 100.0 * total / len(hypotheses) for name, total in totals.items()}
+
+
+def _stemming(use_stemmer: bool | None, tokenizer: Any) -> bool:
+    """``use_stemmer`` resolved for rouge-score, which ignores it when given a tokenizer."""
+    if tokenizer is None:
+        return True if use_stemmer is None else use_stemmer
+    if use_stemmer:
+        raise ValueError(
+            "use_stemmer=True applies only to rouge-score's default tokenizer; got a custom "
+            f"tokenizer ({type(tokenizer).__name__}) too. Stem inside its tokenize(), or "
+            "leave use_stemmer unset"
+        )
+    return False

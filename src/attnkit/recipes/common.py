@@ -184,11 +184,18 @@ def selected_scores(
 
 def load_run_recipe(run_dir: Path, recipe_type: type[R], kind: str = "a run directory") -> R:
     """The recipe saved in ``run_dir/recipe.yaml``; a missing file is reported as ``run_dir``
-    not being ``kind``."""
+    not being ``kind``, a run of another task as ``run_dir`` not being a run of
+    ``recipe_type``'s task (e.g. ``runs/x is not a translation run (task: language_model)``).
+    """
     recipe_file = run_dir / "recipe.yaml"
     if not recipe_file.is_file():
         raise FileNotFoundError(f"{run_dir} is not {kind}: {recipe_file} is missing")
-    return from_dict(recipe_type, yaml.safe_load(recipe_file.read_text()))
+    data = yaml.safe_load(recipe_file.read_text())
+    expected = getattr(recipe_type, "task", None)  # the dataclass default, e.g. "translation"
+    task = data.get("task") if isinstance(data, dict) else None
+    if expected is not None and task is not None and task != expected:
+        raise ValueError(f"{run_dir} is not a {expected} run (task: {task})")
+    return from_dict(recipe_type, data)
 
 
 def run_timings(summary: TrainSummary, started: float) -> dict[str, Any]:

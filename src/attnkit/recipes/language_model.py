@@ -30,6 +30,13 @@ from attnkit.data import CharTokenizer, LMWindowSource, TextTokenizer, TokenStre
 from attnkit.data.batching import LMBatch
 from attnkit.data.tokenizers import load_tokenizer
 from attnkit.generation import sample
+from attnkit.generation.interface import check_positive_int
+from attnkit.generation.processors import (
+    check_repetition_penalty,
+    check_temperature,
+    check_top_k,
+    check_top_p,
+)
 from attnkit.models import GPT, GPTConfig
 from attnkit.recipes.common import (
     RunRecipe,
@@ -79,13 +86,29 @@ class LanguageModelData:
 
 @dataclass
 class SampleSettings:
-    """Text generated at the end of training (and by ``attnkit generate``)."""
+    """Text generated at the end of training (and by ``attnkit generate``).
+
+    The settings of :func:`attnkit.generation.sample`: ``top_k`` / ``top_p``
+    ``None`` and ``repetition_penalty`` 1.0 are off. They are checked here, so a
+    bad value stops the recipe when it is loaded, not after training.
+    """
 
     prompt: str = "\n"
     max_new_tokens: int = 300
     temperature: float = 0.8
     top_k: int | None = 200
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive_int("max_new_tokens", self.max_new_tokens)
+        check_temperature(self.temperature)
+        if self.top_k is not None:
+            check_top_k(self.top_k)
+        if self.top_p is not None:
+            check_top_p(self.top_p)
+        check_repetition_penalty(self.repetition_penalty)
 
 
 @dataclass
@@ -215,6 +238,8 @@ def generate_text(model: GPT, tokenizer: TextTokenizer, settings: SampleSettings
         max_new_tokens=min(settings.max_new_tokens, room),
         temperature=settings.temperature,
         top_k=settings.top_k,
+        top_p=settings.top_p,
+        repetition_penalty=settings.repetition_penalty,
         generator=torch.Generator(device=device).manual_seed(settings.seed),
         suppress_ids=[tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id, tokenizer.unk_id],
     )

@@ -39,16 +39,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        options = get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {' / '.join(errors)}")
+        return _coerce_union(value, get_args(tp), key)
     if origin is typing.Literal:
         if value not in get_args(tp):
             raise ConfigError(f"{key} must be one of {list(get_args(tp))}; got {value!r}")
@@ -78,6 +69,69 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if isinstance(tp, type) and not isinstance(value, tp):
         raise ConfigError(f"{key} must be {_type_name(tp)}; got {type(value).__name__} {value!r}")
     return value
+
+
+def _coerce_union(value: Any, options: tuple[Any, ...], key: str) -> Any:
+    """``value`` as the first alternative that accepts it.
+
+    When none does, only the intended alternative's error is reported (see
+    :func:`_intended_alternative`), not one error per alternative.
+    """
+    if value is None and type(None) in options:
+        return None
+    errors: dict[Any, str] = {}
+    for option in (o for o in options if o is not type(None)):
+        try:
+            return _coerce(value, option, key)
+        except ConfigError as error:
+            errors[option] = str(error)
+    if len(errors) == 1:
+        raise ConfigError(next(iter(errors.values())))
+    intended = _intended_alternative(value, list(errors), key)
+    if intended is None:
+        raise ConfigError(f"{key}: {' / '.join(errors.values())}")
+    raise ConfigError(errors[intended])
+
+
+def _intended_alternative(value: Any, options: list[Any], key: str) -> Any:
+    """Which dataclass alternative a mapping meant (``None``: not a mapping of dataclasses).
+
+    By a discriminator first: a field that every alternative types as a ``Literal``
+    (e.g. ``architecture``), its value taken from the mapping or else the field's
+    default. Otherwise the alternative with the fewest unknown keys (the first on ties).
+    Raises ``ConfigError`` when the mapping's discriminator value fits no alternative.
+    """
+    if not isinstance(value, dict) or not all(dataclasses.is_dataclass(o) for o in options):
+        return None
+    for name, allowed in _discriminators(options).items():
+        chosen = [
+            o for o, values in zip(options, allowed, strict=True) if _tag(o, value, name) in values
+        ]
+        if len(chosen) == 1:
+            return chosen[0]
+        if name in value and not chosen:
+            every = [v for values in allowed for v in values]
+            raise ConfigError(f"{key}.{name} must be one of {every}; got {value[name]!r}")
+    return min(options, key=lambda o: len(set(value) - {f.name for f in dataclasses.fields(o)}))
+
+
+def _discriminators(options: list[Any]) -> dict[str, list[tuple[Any, ...]]]:
+    """Field names typed ``Literal`` in every dataclass of ``options`` -> each one's values."""
+    hints = [get_type_hints(o) for o in options]
+    shared = set.intersection(*(set(h) for h in hints))
+    return {
+        name: [get_args(h[name]) for h in hints]
+        for name in sorted(shared)
+        if all(get_origin(h[name]) is typing.Literal for h in hints)
+    }
+
+
+def _tag(option: Any, value: dict, name: str) -> Any:
+    """``value[name]``, else the default of ``option``'s field ``name`` (``MISSING``: none)."""
+    if name in value:
+        return value[name]
+    field = next(f for f in dataclasses.fields(option) if f.name == name)
+    return field.default
 
 
 def from_dict(cls: type[T], data: Any, *, prefix: str = "") -> T:
@@ -134,5 +188,19 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
-        node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        node[keys[-1]] = _override_value(override, raw)
     return data
+
+
+def _override_value(override: str, raw: str) -> Any:
+    """The YAML value of ``raw`` (empty: ``None``); errors name the whole override."""
+    if not raw.strip():
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(
+            f"override {override!r}: the value {raw!r} is not valid YAML ({problem}); "
+            "expected a YAML value such as 3, 1e-4, true, [0.9, 0.99] or 'quoted text'"
+        ) from None
