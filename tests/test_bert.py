@@ -222,3 +222,20 @@ def test_sliding_window_attention_by_config():
     assert model(ids).last_hidden_state.shape == (2, 9, 32)
     with pytest.raises(ValueError, match="attention must be one of"):
         BertModel(config(attention="sparse?"))
+
+
+def test_regression_labels_as_a_column_give_the_plain_mean_squared_error():
+    model = BertForSequenceClassification(config(num_labels=1)).eval()
+    ids, target = torch.randint(1, 50, (3, 6)), torch.randn(3)
+    expected = torch.nn.functional.mse_loss(model(ids).logits.squeeze(-1), target)
+    torch.testing.assert_close(model(ids, labels=target[:, None]).loss, expected)
+    torch.testing.assert_close(model(ids, labels=target).loss, expected)
+    with pytest.raises(ValueError, match=r"regression labels must be \(3,\) or \(3, 1\)"):
+        model(ids, labels=torch.randn(3, 2))
+
+
+def test_an_untied_decoder_starts_at_init_std():
+    torch.manual_seed(0)
+    model = BertForMaskedLM(config(tie_embeddings=False, d_model=64, num_heads=4))
+    assert model.mlm.decoder.weight is not model.bert.embeddings.word.weight
+    assert abs(model.mlm.decoder.weight.std().item() - 0.02) < 0.002

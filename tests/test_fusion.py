@@ -113,7 +113,7 @@ def test_cross_attention_weights_are_distributions_over_patches():
 
 def test_padding_does_not_change_the_answer_in_either_direction():
     for bidirectional in (False, True):
-        model = _tiny(bidirectional=bidirectional).double().eval()
+        model = _tiny(bidirectional=bidirectional, fusion_layers=2).double().eval()
         images = torch.randn(2, 1, 28, 28, dtype=torch.float64)
         ids = torch.tensor([[4, 5, 6, 7], [4, 8, 9, 7]])
         padded = torch.cat([ids, torch.zeros(2, 3, dtype=torch.long)], dim=1)
@@ -203,7 +203,7 @@ def test_visual_qa_recipe_runs_end_to_end_on_a_slice(tmp_path):
         "model.d_ff=32",
         "model.patch_size=7",
         "model.image_layers=1",
-        "model.fusion_layers=1",
+        "model.fusion_layers=2",
         "model.bidirectional=true",
         "train.max_steps=6",
         "train.warmup_steps=1",
@@ -220,3 +220,13 @@ def test_visual_qa_recipe_runs_end_to_end_on_a_slice(tmp_path):
         load_recipe(CONFIGS / "fashion_mnist_vqa.yaml", ["model.pad_id=3"])
     with pytest.raises(ConfigError, match="patch_size"):
         load_recipe(CONFIGS / "fashion_mnist_vqa.yaml", ["model.patch_size=5"])
+
+
+def test_every_co_attention_block_reaches_the_answer():
+    model = _tiny(bidirectional=True, fusion_layers=2)
+    images, ids = torch.randn(2, 1, 28, 28), torch.tensor([[4, 5, 6, 7], [4, 8, 9, 0]])
+    model(images, ids).logits.sum().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    with pytest.raises(ValueError, match=r"bidirectional needs fusion_layers >= 2"):
+        _tiny(bidirectional=True, fusion_layers=1)

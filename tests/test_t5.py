@@ -35,6 +35,13 @@ def test_causal_buckets_by_hand():
     assert buckets.tolist() == [0, 0, 1, 3, 4, 4, 5, 6, 6, 7, 7]
 
 
+@pytest.mark.parametrize(("num_buckets", "max_distance"), [(8, 4), (2, 16), (3, 16)])
+def test_bucket_settings_without_a_logarithmic_range_are_refused(num_buckets, max_distance):
+    with pytest.raises(ValueError, match=r"num_buckets must be >= 4 and max_distance > "):
+        T5RelativePositionBias(2, num_buckets=num_buckets, max_distance=max_distance)
+    T5RelativePositionBias(2, num_buckets=8, max_distance=5)(4, 9)  # the smallest that works
+
+
 def test_bias_matrix_is_the_table_looked_up_by_bucket():
     bias = T5RelativePositionBias(2, num_buckets=8, max_distance=8)
     matrix = bias(3, 5, offset=1)

@@ -295,3 +295,26 @@ def test_labels_give_the_summed_loss_of_the_logits_without_holding_them():
         model(src, tgt, labels=labels[:, :4])
     with pytest.raises(ValueError, match="return_attention cannot be combined with labels"):
         model(src, tgt, labels=labels, return_attention=True)
+
+
+def test_a_two_dimensional_source_mask_is_a_padding_mask():
+    """(B, S) bool masks, as torch.nn.Transformer users pass them, with B == S so that a
+    misread (query i getting batch row i's mask) would still broadcast."""
+    torch.manual_seed(0)
+    model = _small().eval()
+    src = torch.tensor([[3, 4, 5, 6], [3, 4, 0, 0], [7, 8, 9, 0], [5, 5, 5, 5]])
+    tgt = torch.tensor([[1, 2, 3], [1, 4, 0], [1, 6, 7], [1, 2, 2]])
+    expected = model(src, tgt)
+    torch.testing.assert_close(model(src, tgt, src != 0), expected)
+    torch.testing.assert_close(model(src, tgt, src != 0, tgt != 0), expected)
+    memory = model.encode(src, src != 0)
+    torch.testing.assert_close(model.project(model.decode(tgt, memory, None, src != 0)), expected)
+    with pytest.raises(ValueError, match=r"src_mask must be \(B, S\) = \(4, 4\)"):
+        model(src, tgt, (src != 0)[:, :3])
+
+
+def test_settings_beside_a_config_are_refused():
+    config = TransformerConfig(src_vocab_size=11, tgt_vocab_size=13, d_model=16, num_heads=2)
+    assert Transformer(config=config).config is config
+    with pytest.raises(TypeError, match=r"takes no other settings .*\['d_model', 'norm_first'\]"):
+        Transformer(config=config, d_model=64, norm_first=True)

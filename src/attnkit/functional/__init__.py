@@ -18,6 +18,7 @@ from attnkit.functional.masks import (
     create_padding_mask,
     create_sliding_window_mask,
     from_torch_mha_masks,
+    key_padding_mask,
     mask_to_additive,
     positions_from_mask,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "cross_entropy",
     "dropout",
     "from_torch_mha_masks",
+    "key_padding_mask",
     "linear_cross_entropy",
     "mask_to_additive",
     "masked_softmax",

@@ -21,6 +21,7 @@ __all__ = [
     "create_padding_mask",
     "create_sliding_window_mask",
     "from_torch_mha_masks",
+    "key_padding_mask",
     "mask_to_additive",
     "positions_from_mask",
 ]
@@ -45,6 +46,34 @@ def create_padding_mask(tokens: Tensor, pad_id: int) -> Tensor:
     if tokens.dim() != 2:
         raise ValueError(f"tokens must have shape (B, S); got {tuple(tokens.shape)}")
     return (tokens != pad_id)[:, None, None, :]
+
+
+def key_padding_mask(mask: Tensor, tokens: Tensor, name: str = "mask") -> Tensor:
+    """A mask for attention over ``tokens (B, S)`` in attnkit's 4-D layout.
+
+    A ``(B, S)`` bool or integer mask, ``True`` (or 1) at real tokens, as Hugging Face
+    users pass it, becomes bool ``(B, 1, 1, S)``; a 4-D bool mask whose
+    batch is 1 or ``B`` and whose last size is ``S`` is returned as it is. Anything
+    else raises a ``ValueError`` naming ``name``.
+
+    Example:
+        >>> import torch
+        >>> from attnkit.functional import key_padding_mask
+        >>> tokens = torch.tensor([[5, 7, 0], [4, 0, 0]])
+        >>> tuple(key_padding_mask(tokens != 0, tokens).shape)
+        (2, 1, 1, 3)
+    """
+    batch, length = tokens.shape
+    # Not float: an additive mask (0 / -inf) would read the wrong way round as bool.
+    if mask.dim() == 2 and tuple(mask.shape) == (batch, length) and not mask.is_floating_point():
+        return mask.bool()[:, None, None, :]
+    batch_fits = mask.dim() == 4 and mask.size(0) in (1, batch)
+    if batch_fits and mask.dtype == torch.bool and mask.size(-1) == length:
+        return mask
+    raise ValueError(
+        f"{name} must be (B, S) = {(batch, length)}, True at real tokens, or a bool mask "
+        f"(B or 1, 1 or H, 1 or Tq, S = {length}); got {mask.dtype} {tuple(mask.shape)}"
+    )
 
 
 def positions_from_mask(attention_mask: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from attnkit.functional import create_padding_mask
+from attnkit.functional import create_padding_mask, key_padding_mask
 from attnkit.generation._source import SourceAdapter
 from attnkit.generation.decoder_only import DecoderOnlyAdapter, is_causal_lm
 from attnkit.generation.rnn import RNNSeq2SeqAdapter, is_rnn_seq2seq
@@ -253,20 +253,14 @@ def _source_mask(src: Tensor, src_mask: Tensor | None, pad_id: int) -> Tensor:
     (batch size 1 broadcasts), or from the padding of ``src``; raise on anything else."""
     if src_mask is None:
         return create_padding_mask(src, pad_id)
-    batch, length = src.shape
-    if isinstance(src_mask, Tensor) and src_mask.dtype == torch.bool and src_mask.dim() in (2, 4):
-        mask = src_mask[:, None, None, :] if src_mask.dim() == 2 else src_mask
-        if mask.size(0) in (1, batch) and mask.shape[1:] == (1, 1, length):
-            return mask
-    got = (
-        f"{src_mask.dtype} {tuple(src_mask.shape)}"
-        if isinstance(src_mask, Tensor)
-        else type(src_mask).__name__
-    )
-    raise ValueError(
-        f"src_mask must be a bool key-padding mask of shape (B, S) = {(batch, length)} or "
-        f"(B, 1, 1, S) = {(batch, 1, 1, length)} (B may be 1), True at real tokens; got {got}"
-    )
+    mask = key_padding_mask(src_mask, src, "src_mask")
+    if mask.shape[1:3] != (1, 1):  # beams reorder and expand the batch: key padding only
+        raise ValueError(
+            f"src_mask must be a key-padding mask (B, S) or (B, 1, 1, S) = "
+            f"{(src.size(0), 1, 1, src.size(1))} for decoding; got {src_mask.dtype} "
+            f"{tuple(src_mask.shape)}"
+        )
+    return mask
 
 
 def as_decoding_model(

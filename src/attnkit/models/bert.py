@@ -378,6 +378,8 @@ class BertForMaskedLM(_BertWithHead):
         super().__init__(config)
         self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
         _init(self.mlm.dense, config.init_std)
+        if not config.tie_embeddings:
+            _init(self.mlm.decoder, config.init_std)
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, *, labels=None, **kwargs
@@ -473,7 +475,13 @@ class BertForSequenceClassification(_BertWithHead):
         loss = None
         if labels is not None:
             if self.config.num_labels == 1:
-                loss = F.mse_loss(upcast(logits.squeeze(-1)), labels.to(upcast(logits).dtype))
+                if labels.numel() != logits.size(0):
+                    raise ValueError(
+                        f"regression labels must be ({logits.size(0)},) or "
+                        f"({logits.size(0)}, 1); got {tuple(labels.shape)}"
+                    )
+                target = labels.reshape(-1).to(upcast(logits).dtype)
+                loss = F.mse_loss(upcast(logits.squeeze(-1)), target)
             else:
                 loss = F.cross_entropy(upcast(logits), labels.view(-1))
         return ModelOutput(logits, loss, encoded.attentions, encoded.hidden_states)

@@ -6,9 +6,10 @@ learned positions, then ``text_layers`` encoder layers (padding masked).
 Fusion: ``fusion_layers`` blocks in which the text tokens self-attend, then
 *cross-attend to the image patches* (:class:`attnkit.nn.MultiHeadAttention`
 inside a :class:`attnkit.nn.TransformerDecoderLayer`, without a causal mask),
-then a feed-forward. With ``bidirectional`` each block also lets the patches
-cross-attend to the text tokens (co-attention, in parallel: both directions
-read the other modality's previous states). The real text tokens are
+then a feed-forward. With ``bidirectional`` each block but the last also lets
+the patches cross-attend to the text tokens (co-attention, in parallel: both
+directions read the other modality's previous states; the last block's updated
+patches would have no reader, since the classifier reads the text). The real text tokens are
 mean-pooled, layer-normed and classified (``num_answers`` logits: no / yes).
 """
 
@@ -38,7 +39,8 @@ class FusionConfig:
         d_model, num_heads, d_ff, dropout: sizes shared by every layer.
         image_layers, text_layers: unimodal encoder layers (0 allowed).
         fusion_layers: text-to-image cross-attention blocks (>= 1).
-        bidirectional: patches also cross-attend to the text in every fusion block.
+        bidirectional: patches also cross-attend to the text in every fusion block
+            but the last (so it needs ``fusion_layers >= 2``).
         max_question_len: longest question (learned text positions).
         num_answers: output classes (2: no / yes).
 
@@ -70,6 +72,11 @@ class FusionConfig:
         check_positive(self, "d_model", "num_heads", "d_ff", "fusion_layers")
         check_positive(self, "max_question_len", "num_answers")
         check_divisible(self.d_model, self.num_heads)
+        if self.bidirectional and self.fusion_layers < 2:
+            raise ValueError(
+                "bidirectional needs fusion_layers >= 2 (the patches attend to the text "
+                f"before the last block, which the classifier reads); got {self.fusion_layers}"
+            )
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"image_size ({self.image_size}) must be a multiple of patch_size "
@@ -100,7 +107,7 @@ class CrossAttentionFusion(nn.Module):
     ``forward`` returns a :class:`ModelOutput`: ``logits (B, num_answers)``,
     ``loss`` with ``labels``, ``attentions`` the text-to-image cross-attention
     weights of every fusion block ``(B, H, T, N)`` when asked for, and
-    ``extra["image_to_text"]`` ``(fusion_layers, B, H, N, T)`` when bidirectional.
+    ``extra["image_to_text"]`` ``(fusion_layers - 1, B, H, N, T)`` when bidirectional.
 
     Example:
         >>> import torch
@@ -128,7 +135,7 @@ class CrossAttentionFusion(nn.Module):
             _fusion_layer(config) for _ in range(config.fusion_layers)
         )
         self.image_to_text = (
-            nn.ModuleList(_fusion_layer(config) for _ in range(config.fusion_layers))
+            nn.ModuleList(_fusion_layer(config) for _ in range(config.fusion_layers - 1))
             if config.bidirectional
             else None
         )
@@ -209,7 +216,7 @@ class CrossAttentionFusion(nn.Module):
             if weights:
                 new_text, (_, cross) = new_text
                 to_image.append(cross)
-            if self.image_to_text is not None:
+            if self.image_to_text is not None and index < len(self.image_to_text):
                 image, (_, back) = self.image_to_text[index](
                     image, text, None, text_keys, need_weights=True
                 )

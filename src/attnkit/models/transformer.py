@@ -7,13 +7,14 @@ arguments directly, as ``torch.nn.Transformer`` users expect.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import Tensor, nn
 
-from attnkit.functional import create_padding_mask, linear_cross_entropy
+from attnkit.functional import create_padding_mask, key_padding_mask, linear_cross_entropy
 from attnkit.models._config import (
     check_attention,
     check_divisible,
@@ -244,6 +245,12 @@ def _final_norm(config: TransformerConfig) -> nn.Module | None:
     )
 
 
+def _arguments_beside_config(**values: object) -> list[str]:
+    """Names of :class:`Transformer` arguments given other than their defaults."""
+    parameters = inspect.signature(Transformer.__init__).parameters
+    return [name for name, value in values.items() if value != parameters[name].default]
+
+
 class Transformer(nn.Module):
     """Encoder-decoder Transformer with token embeddings and an output projection.
 
@@ -285,7 +292,26 @@ class Transformer(nn.Module):
         **options,
     ) -> None:
         super().__init__()
-        if config is None:
+        if config is not None:
+            beside = _arguments_beside_config(
+                src_vocab_size=src_vocab_size,
+                tgt_vocab_size=tgt_vocab_size,
+                d_model=d_model,
+                num_heads=num_heads,
+                num_encoder_layers=num_encoder_layers,
+                num_decoder_layers=num_decoder_layers,
+                d_ff=d_ff,
+                dropout=dropout,
+                max_len=max_len,
+                vocab_size=vocab_size,
+                num_layers=num_layers,
+            )
+            if beside or options:
+                raise TypeError(
+                    "Transformer(config=...) takes no other settings (change the config "
+                    f"instead); got {beside + sorted(options)}"
+                )
+        else:
             unknown = set(options) - {f.name for f in fields(TransformerConfig)}
             if unknown:
                 raise TypeError(f"Transformer got unknown option(s): {sorted(unknown)}")
@@ -355,10 +381,10 @@ class Transformer(nn.Module):
     def encode(
         self, src: Tensor, src_mask: Tensor | None = None, *, need_weights: bool = False
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
-        """``src (B, S)`` -> memory ``(B, S, D)``; masks padding unless ``src_mask`` is given."""
+        """``src (B, S)`` -> memory ``(B, S, D)``; masks padding unless ``src_mask`` is given
+        (bool ``(B, S)``, True at real tokens, or 4-D ``(B, 1, 1 or S, S)``)."""
         self._check_tokens("src", src, self.config.src_vocab_size)
-        if src_mask is None:
-            src_mask = create_padding_mask(src, self.config.pad_id)
+        src_mask = self._source_mask(src, src_mask)
         x = self.src_positions(self.src_embedding(src) * self._embedding_scale)
         return self.encoder(x, src_mask, need_weights=need_weights)
 
@@ -375,12 +401,20 @@ class Transformer(nn.Module):
         """Decoder hidden states ``(B, T, D)`` for ``tgt (B, T)`` given ``memory (B, S, D)``.
 
         Self-attention is causal. Without a cache and ``tgt_mask``, target
-        padding is masked. With a cache the ``T`` tokens continue the cached
-        prefix (their positions start at ``cache.length``).
+        padding is masked; a ``(B, T)`` ``tgt_mask`` is a padding mask (True at
+        real tokens). ``memory_mask`` masks the source as in :meth:`encode`. With a
+        cache the ``T`` tokens continue the cached prefix (their positions start at
+        ``cache.length``).
         """
         self._check_tokens("tgt", tgt, self.config.tgt_vocab_size)
         if tgt_mask is None and cache is None:
             tgt_mask = create_padding_mask(tgt, self.config.pad_id)
+        elif tgt_mask is not None and tgt_mask.dim() == 2 and tgt_mask.shape == tgt.shape:
+            tgt_mask = tgt_mask.bool()[:, None, None, :]
+        if memory_mask is not None and memory_mask.dim() == 2:
+            memory_mask = key_padding_mask(
+                memory_mask, memory[..., 0], "memory_mask (the source mask)"
+            )
         offset = 0 if cache is None else cache.length
         x = self.tgt_positions(self.tgt_embedding(tgt) * self._embedding_scale, offset)
         return self.decoder(
@@ -392,6 +426,12 @@ class Transformer(nn.Module):
             need_weights=need_weights,
             cache=cache,
         )
+
+    def _source_mask(self, src: Tensor, src_mask: Tensor | None) -> Tensor:
+        """``src_mask`` in 4-D (from a ``(B, S)`` one), or the padding mask of ``src``."""
+        if src_mask is None:
+            return create_padding_mask(src, self.config.pad_id)
+        return key_padding_mask(src_mask, src, "src_mask")
 
     def project(self, hidden: Tensor) -> Tensor:
         """Decoder hidden states ``(..., D)`` -> logits ``(..., tgt_vocab_size)``."""
@@ -415,8 +455,9 @@ class Transformer(nn.Module):
     ) -> Tensor | tuple[Tensor, TransformerAttention] | TransformerLoss:
         """Teacher-forced logits ``(B, T, tgt_vocab_size)`` for ``src (B, S)``, ``tgt (B, T)``.
 
-        ``src_mask`` (bool, True = real token) defaults to the source padding
-        mask and also masks cross-attention. With ``return_attention`` also
+        ``src_mask`` (bool ``(B, S)`` or ``(B, 1, 1, S)``, True = real token)
+        defaults to the source padding mask and also masks cross-attention;
+        ``tgt_mask`` as in :meth:`decode`. With ``return_attention`` also
         returns every layer's weights per head.
 
         With ``labels (B, T)`` returns a :class:`TransformerLoss` instead: the
@@ -426,8 +467,8 @@ class Transformer(nn.Module):
         :func:`attnkit.functional.linear_cross_entropy` a chunk of rows at a
         time, so the ``(B, T, V)`` logits are never held.
         """
-        if src_mask is None:  # encode() validates src
-            src_mask = create_padding_mask(src, self.config.pad_id)
+        self._check_tokens("src", src, self.config.src_vocab_size)
+        src_mask = self._source_mask(src, src_mask)  # also masks cross-attention
         if labels is not None:
             if return_attention:
                 raise ValueError("return_attention cannot be combined with labels")

@@ -68,9 +68,11 @@ class T5RelativePositionBias(nn.Module):
         bidirectional: bool = True,
     ) -> None:
         super().__init__()
-        if num_buckets < 2 or max_distance < num_buckets // 2:
+        # Half the buckets (per direction, when bidirectional) count exact distances,
+        # the rest grow logarithmically up to max_distance: both halves must be non-empty.
+        if num_buckets < 4 or max_distance <= num_buckets // 2:
             raise ValueError(
-                "num_buckets must be >= 2 and max_distance >= num_buckets // 2; got "
+                "num_buckets must be >= 4 and max_distance > num_buckets // 2; got "
                 f"num_buckets={num_buckets}, max_distance={max_distance}"
             )
         self.num_heads = num_heads
