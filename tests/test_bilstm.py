@@ -273,3 +273,28 @@ def test_sst2_bilstm_recipe_learns_on_a_slice(tmp_path):
     assert (run / "tokenizer.json").read_bytes() == vocabulary
     assert (run / "tokenizer.json").stat().st_mtime_ns == written  # read, not retrained
     assert json.loads((run / "results.json").read_text())["summary"]["steps"] == 150
+
+
+def test_two_runs_sharing_a_tokenizer_file_are_the_same_run(tmp_path):
+    """WordPiece training is not bit-reproducible; a shared tokenizer.json makes one seed
+    give one run."""
+    from attnkit.recipes import load_recipe, run_recipe
+
+    def run(name, *extra):
+        overrides = [
+            f"output_dir={tmp_path / name}", "data.limit_train=600", "data.limit_valid=50",
+            "model.vocab_size=400", "model.embed_dim=16", "model.hidden_size=16",
+            "train.max_epochs=null", "train.max_steps=4", "train.eval_every=4",
+            "train.progress=false", *extra,
+        ]  # fmt: skip
+        run_recipe(load_recipe(CONFIGS / "sst2_bilstm.yaml", overrides))
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines if '"kind": "train"' in line]
+
+    first = run("first", "train.log_every=1")
+    shared = f"model.tokenizer_file={tmp_path / 'first' / 'tokenizer.json'}"
+    assert run("second", "train.log_every=1", shared) == run("third", "train.log_every=1", shared)
+    assert (tmp_path / "second" / "tokenizer.json").read_bytes() == (
+        tmp_path / "first" / "tokenizer.json"
+    ).read_bytes()
+    assert run("fourth", "train.log_every=1", shared) == first

@@ -187,6 +187,24 @@ def test_bad_input_gives_clear_errors():
 # ----------------------------------------------------------------------------- recipe
 
 
+def test_a_test_limit_asks_the_first_questions_of_the_full_test_set():
+    full = load_question_splits(valid_images=20, test_per_image=2).test
+    limited = load_question_splits(valid_images=20, test_per_image=2, limit_test_images=50).test
+    assert len(limited) == 100
+    for name in ("questions", "answers", "sources", "image_labels"):
+        assert torch.equal(getattr(limited, name), getattr(full, name)[:100]), name
+
+
+def test_train_seed_orders_the_training_data_and_data_seed_the_splits():
+    from attnkit.recipes.common import training_order_seed
+
+    for config in ("fashion_mnist_vqa.yaml", "fashion_mnist_captioning.yaml"):
+        recipe = load_recipe(CONFIGS / config, ["train.seed=3", "data.seed=5"])
+        assert training_order_seed(recipe) == 3
+        recipe = load_recipe(CONFIGS / config, ["train.seed=null", "data.seed=5"])
+        assert training_order_seed(recipe) == 5
+
+
 def test_visual_qa_recipe_runs_end_to_end_on_a_slice(tmp_path):
     run = tmp_path / "vqa"
     args = [

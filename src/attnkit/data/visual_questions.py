@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -173,6 +173,20 @@ class VisualQuestions:
     def texts(self) -> list[str]:
         """The question of every item."""
         return [QUESTIONS[q].text for q in self.questions.tolist()]
+
+    def head(self, count: int | None) -> VisualQuestions:
+        """The first ``count`` items (all for ``None``): the same questions the full set
+        asks there, since each set is drawn whole."""
+        if count is None:
+            return self
+        return replace(
+            self,
+            images=self.images[:count],
+            questions=self.questions[:count],
+            answers=self.answers[:count],
+            image_labels=self.image_labels[:count],
+            sources=self.sources[:count],
+        )
 
     def batches(self, batch_size: int) -> Iterator[QuestionBatch]:
         """The items in order as :class:`QuestionBatch` objects of ``batch_size`` items."""
@@ -333,18 +347,16 @@ def load_question_splits(
     images, labels, train_indices = data.images, data.labels, data.train_indices
     if len(train_indices) < 1:
         raise ValueError("no training images left after the validation hold-out")
-    test_indices = None if limit_test_images is None else torch.arange(limit_test_images)
+    test = build_questions(
+        data.test_images, data.test_labels, seed=seed, split="test", per_image=test_per_image
+    )
+    # Cut the whole test set rather than drawing a smaller one: a draw of N questions
+    # differs from the first N of the full draw, and limited runs must ask the same.
+    limit = None if limit_test_images is None else limit_test_images * test_per_image
     return QuestionSplits(
         images[train_indices],
         labels[train_indices],
         train_indices,
         build_questions(images, labels, seed=seed, split="train", indices=data.valid_indices),
-        build_questions(
-            data.test_images,
-            data.test_labels,
-            seed=seed,
-            split="test",
-            per_image=test_per_image,
-            indices=test_indices,
-        ),
+        test.head(limit),
     )

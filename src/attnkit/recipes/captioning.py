@@ -71,6 +71,7 @@ from attnkit.recipes.common import (
     prepare_run_dir,
     reject_derived_fields,
     run_timings,
+    training_order_seed,
     with_vocabulary,
     write_results,
 )
@@ -96,7 +97,8 @@ class MosaicData:
     """Fashion-MNIST mosaics (``root``: the Fashion-MNIST folder; default the data root).
 
     ``valid_images`` train-split images are held out (``valid_images / 4``
-    validation mosaics); ``limit_*`` cut the data for quick runs.
+    validation mosaics); ``limit_*`` cut the data for quick runs. ``seed`` fixes the
+    hold-out and the test mosaics; ``train.seed`` the training mosaics and their order.
     """
 
     dataset: Literal["fashion_mnist_mosaics"] = "fashion_mnist_mosaics"
@@ -412,7 +414,11 @@ def train_captioning(recipe: CaptioningRecipe, *, resume: bool = False) -> dict[
     out = prepare_run_dir(recipe)
     model = build_model(recipe)
     source = MosaicBatcher(
-        splits.train_images, splits.train_labels, data.batch_size, vocabulary, seed=data.seed
+        splits.train_images,
+        splits.train_labels,
+        data.batch_size,
+        vocabulary,
+        seed=training_order_seed(recipe),
     )
 
     def evaluate(model: torch.nn.Module) -> dict[str, float]:

@@ -158,6 +158,13 @@ def _has_checkpoint(run_dir: str | Path) -> bool:
     return bool(list_checkpoints(run_dir)) or (Path(run_dir) / "checkpoints" / "best").is_dir()
 
 
+def training_order_seed(recipe: Any) -> int:
+    """The seed of the training batches' order: ``train.seed`` (so that a seed study
+    varies the data order, as ``run_recipe`` promises), else ``data.seed``."""
+    seed = recipe.train.seed
+    return recipe.data.seed if seed is None else seed
+
+
 def best_or_latest(run_dir: str | Path) -> str:
     """``"best"`` when the run kept a best checkpoint, else ``"latest"``."""
     return "best" if (Path(run_dir) / "checkpoints" / "best").is_dir() else "latest"

@@ -83,8 +83,10 @@ class BiLSTMAttentionModel:
     """A BiLSTM with attention pooling trained from scratch (random embeddings).
 
     ``tokenizer``/``vocab_size``/``lowercase``: the subword tokenizer trained on the
-    training split (:class:`attnkit.data.SubwordTokenizer`); the other fields are
-    :class:`attnkit.models.BiLSTMConfig`'s.
+    training split (:class:`attnkit.data.SubwordTokenizer`), unless ``tokenizer_file``
+    names a trained ``tokenizer.json`` to use instead (an earlier run's: Hugging Face's
+    WordPiece training is not bit-reproducible, so runs that must match exactly share
+    one). The other fields are :class:`attnkit.models.BiLSTMConfig`'s.
     """
 
     architecture: Literal["bilstm_attention"]
@@ -92,6 +94,7 @@ class BiLSTMAttentionModel:
     tokenizer: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
     vocab_size: int = 16000
     lowercase: bool = True
+    tokenizer_file: str | None = None
     embed_dim: int = 128
     hidden_size: int = 128
     num_layers: int = 1

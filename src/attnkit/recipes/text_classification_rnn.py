@@ -31,14 +31,21 @@ __all__ = ["build_tokenizer", "encode_texts", "train_bilstm_classification"]
 def build_tokenizer(
     settings: BiLSTMAttentionModel, texts: list[str], run_dir: Path, *, resume: bool
 ) -> TextTokenizer:
-    """Train the subword tokenizer on ``texts`` and save it, or reuse the run's on resume
-    (WordPiece training is not bit-reproducible, so a resumed run must keep its ids)."""
+    """Train the subword tokenizer on ``texts`` (or read ``settings.tokenizer_file``) and
+    save it in the run, or reuse the run's on resume (WordPiece training is not
+    bit-reproducible, so a resumed run must keep its ids)."""
     saved = run_dir / "tokenizer.json"
     if resume and saved.is_file():
         return load_tokenizer(saved)
-    tokenizer = SubwordTokenizer.train(
-        texts, kind=settings.tokenizer, vocab_size=settings.vocab_size, lowercase=settings.lowercase
-    )
+    if settings.tokenizer_file is not None:
+        tokenizer = load_tokenizer(settings.tokenizer_file)
+    else:
+        tokenizer = SubwordTokenizer.train(
+            texts,
+            kind=settings.tokenizer,
+            vocab_size=settings.vocab_size,
+            lowercase=settings.lowercase,
+        )
     tokenizer.save(saved)
     return tokenizer
 

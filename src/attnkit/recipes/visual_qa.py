@@ -32,6 +32,7 @@ from attnkit.recipes.common import (
     prepare_run_dir,
     reject_derived_fields,
     run_timings,
+    training_order_seed,
     with_vocabulary,
     write_results,
 )
@@ -51,7 +52,8 @@ class QuestionData:
     """Fashion-MNIST questions (``root``: the Fashion-MNIST folder; default the data root).
 
     ``test_per_image`` questions are asked about every test image; ``limit_*``
-    cut the data for quick runs.
+    cut the data for quick runs. ``seed`` fixes the hold-out and the test questions;
+    ``train.seed`` the training questions and their order.
     """
 
     dataset: Literal["fashion_mnist_questions"] = "fashion_mnist_questions"
@@ -155,7 +157,10 @@ def train_visual_question_answering(
     out = prepare_run_dir(recipe)
     model = build_model(recipe)
     source = QuestionBatcher(
-        splits.train_images, splits.train_labels, data.batch_size, seed=data.seed
+        splits.train_images,
+        splits.train_labels,
+        data.batch_size,
+        seed=training_order_seed(recipe),
     )
 
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
