@@ -155,6 +155,35 @@ def test_sst2_recipe_fine_tunes_a_checkpoint_directory(tmp_path, tiny_bert_direc
     assert results["valid_accuracy"] > 0.585, results["valid_accuracy"]
 
 
+def test_rdrop_loss_is_two_cross_entropies_plus_the_weighted_symmetric_kl():
+    from attnkit.data.batching import ClassificationBatch
+    from attnkit.models import BertConfig, BertForSequenceClassification
+    from attnkit.recipes.text_classification import classification_loss, consistency_loss
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=40, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_len=16)
+    ids = torch.randint(1, 40, (3, 7))
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[2, 5:] = False
+    batch = ClassificationBatch(ids, mask, torch.tensor([0, 1, 1]))
+    still = BertForSequenceClassification(
+        BertConfig(**{**config.to_dict(), "dropout": 0.0, "attention_dropout": 0.0})
+    ).train()
+    plain, rdrop = classification_loss(still, batch), consistency_loss(5.0)(still, batch)
+    torch.testing.assert_close(rdrop.loss_sum, 2 * plain.loss_sum)  # no dropout: KL 0
+    assert rdrop.num_tokens == 3
+    model = BertForSequenceClassification(config).train()
+    torch.manual_seed(1)
+    out = consistency_loss(0.0)(model, batch)
+    torch.manual_seed(1)
+    weighted = consistency_loss(5.0)(model, batch)
+    assert weighted.logs["kl"] > 0
+    expected = out.loss_sum + 5.0 * weighted.logs["kl"] * 3 / 2
+    torch.testing.assert_close(weighted.loss_sum, expected)
+    with pytest.raises(ConfigError, match=r"model.rdrop must be >= 0; got -1"):
+        load_recipe(CONFIGS / "sst2_minilm.yaml", ["model.rdrop=-1"])
+
+
 def test_a_missing_package_checkpoint_is_named(tmp_path, capsys):
     args = [
         "train",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from attnkit.data import ClassificationBatcher, data_root, read_classification_tsv
@@ -36,7 +37,7 @@ from attnkit.recipes.common import (
     write_results,
 )
 from attnkit.recipes.schema import ConfigError
-from attnkit.train import LossOutput, TrainConfig
+from attnkit.train import LossFn, LossOutput, TrainConfig
 
 __all__ = [
     "BiLSTMAttentionModel",
@@ -76,6 +77,12 @@ class PretrainedModel:
     # "mean": classify the mean of the token states (sentence-transformers' readout)
     pooling: Literal["cls", "mean"] = "cls"
     architecture: Literal["bert"] = "bert"
+    # R-Drop's weight (0: off): see consistency_loss.
+    rdrop: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.rdrop >= 0:
+            raise ConfigError(f"model.rdrop must be >= 0; got {self.rdrop}")
 
 
 @dataclass
@@ -172,6 +179,31 @@ def classification_loss(model: torch.nn.Module, batch: ClassificationBatch) -> L
     return LossOutput(out.loss * count, count, {"accuracy": accuracy})
 
 
+def consistency_loss(weight: float) -> LossFn:
+    """R-Drop (Liang et al. 2021): every sentence goes through the model twice (one
+    forward pass over the batch stacked on itself, so two dropout masks), and each
+    sentence's loss is the two cross-entropies plus ``weight`` times the symmetric KL
+    divergence of the two predictions, ``(KL(p1 || p2) + KL(p2 || p1)) / 2``. The loss
+    counts sentences, as :func:`classification_loss` does.
+    """
+
+    def loss(model: torch.nn.Module, batch: ClassificationBatch) -> LossOutput:
+        count = batch.labels.numel()
+        out = model(
+            batch.input_ids.repeat(2, 1),
+            batch.attention_mask.repeat(2, 1),
+            labels=batch.labels.repeat(2),
+        )
+        first, second = F.log_softmax(out.logits.float(), dim=-1).chunk(2)
+        divergence = F.kl_div(first, second, log_target=True, reduction="sum")
+        divergence = divergence + F.kl_div(second, first, log_target=True, reduction="sum")
+        accuracy = (out.logits[:count].argmax(-1) == batch.labels).float().mean()
+        loss_sum = out.loss * 2 * count + weight * divergence / 2  # out.loss: a mean of 2B
+        return LossOutput(loss_sum, count, {"accuracy": accuracy, "kl": divergence / count})
+
+    return loss
+
+
 def accuracy(model: torch.nn.Module, source: ClassificationBatcher) -> float:
     """Top-1 accuracy over every batch of ``source`` (unshuffled)."""
     device = next(model.parameters()).device
@@ -243,6 +275,7 @@ def train_text_classification(
         resume=resume,
         started=started,
         details={"checkpoint": str(directory)},
+        loss_fn=consistency_loss(recipe.model.rdrop) if recipe.model.rdrop else classification_loss,
     )
 
 
@@ -256,9 +289,10 @@ def fit_classifier(
     resume: bool,
     started: float,
     details: dict[str, Any],
+    loss_fn: LossFn = classification_loss,
 ) -> dict[str, Any]:
-    """Train ``model`` on ``(ids, label)`` pairs, select on dev accuracy and write the
-    results (``details`` go after the dev accuracy and sentence count)."""
+    """Train ``model`` on ``(ids, label)`` pairs with ``loss_fn``, select on dev accuracy
+    and write the results (``details`` go after the dev accuracy and sentence count)."""
     seed, batch_size = recipe.train.seed or 0, recipe.data.batch_size
     source = ClassificationBatcher(
         train, batch_size, pad_id=pad_id, seed=seed, bucket_batches=recipe.data.bucket_batches
@@ -270,7 +304,7 @@ def fit_classifier(
 
     summary, report = fit_recipe(
         model,
-        classification_loss,
+        loss_fn,
         source,
         recipe,
         evaluate_fn=evaluate,
