@@ -82,7 +82,9 @@ def test_feed_forward_dropout_acts_on_hidden_units_in_training_only():
 
 
 def test_invalid_activation_raises():
-    with pytest.raises(ValueError, match=r"activation must be one of \[.*'swiglu'.*\]; got 'tanh'"):
+    with pytest.raises(
+        ValueError, match=r"activation must be one of \[.*'swiglu'.*\] or a callable; got 'tanh'"
+    ):
         FeedForward(4, 8, activation="tanh")
 
 
@@ -517,3 +519,45 @@ def test_sdpa_module_without_weights_may_use_any_backend():
 def test_sdpa_module_rejects_bad_ranks(shapes, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         ScaledDotProductAttention()(*(torch.randn(s) for s in shapes))
+
+
+def test_whole_modules_pickle_with_every_activation(tmp_path):
+    import io
+
+    from attnkit.nn import FeedForward
+    from attnkit.nn.layers.feedforward import ACTIVATIONS
+
+    for name in ACTIVATIONS:
+        module = FeedForward(8, 16, activation=name).eval()
+        buffer = io.BytesIO()
+        torch.save(module, buffer)
+        buffer.seek(0)
+        loaded = torch.load(buffer, weights_only=False)
+        x = torch.randn(2, 8)
+        torch.testing.assert_close(loaded(x), module(x))
+
+
+def test_encoder_layer_takes_a_callable_activation_as_torch_does():
+    import torch.nn.functional as F
+
+    from attnkit.nn import TransformerEncoderLayer
+
+    torch.manual_seed(0)
+    by_name = TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu").eval()
+    by_function = TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=F.gelu).eval()
+    by_function.load_state_dict(by_name.state_dict())
+    x = torch.randn(2, 5, 8)
+    torch.testing.assert_close(by_function(x), by_name(x))
+    with pytest.raises(ValueError, match=r"activation must be one of .* or a callable"):
+        TransformerEncoderLayer(8, 2, 16, activation="gelu_fast")
+
+
+def test_num_kv_heads_must_be_positive():
+    from attnkit.models import GPTConfig
+    from attnkit.nn import MultiHeadAttention
+
+    for bad in (0, -2):
+        with pytest.raises(ValueError, match=rf"num_kv_heads must be >= 1 .*got {bad}"):
+            MultiHeadAttention(16, 4, num_kv_heads=bad)
+        with pytest.raises(ValueError, match=rf"num_kv_heads must be >= 1 .*got {bad}"):
+            GPTConfig(vocab_size=10, d_model=16, num_heads=4, num_kv_heads=bad)

@@ -121,3 +121,15 @@ def test_frequencies_follow_the_paper():
     expected = [10000.0 ** (-2 * i / 6) for i in range(3)]
     assert rotary.inv_freq.tolist() == pytest.approx(expected)
     assert math.isclose(rotary.base, 10000.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_frequencies_stay_float32_when_the_module_is_cast(dtype):
+    """.to(bf16) would round the frequencies: the angle at position 4000 then drifts."""
+    rotary = RotaryEmbedding(64)
+    cast = RotaryEmbedding(64).to(dtype)
+    assert cast.inv_freq.dtype == torch.float32
+    torch.testing.assert_close(cast.inv_freq, rotary.inv_freq, atol=0, rtol=0)
+    positions = torch.tensor([4000])
+    for expected, got in zip(rotary.angles(positions), cast.angles(positions), strict=True):
+        torch.testing.assert_close(got, expected, atol=0, rtol=0)

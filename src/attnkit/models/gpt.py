@@ -110,6 +110,8 @@ class GPTConfig:
         check_divisible(self.d_model, self.num_heads)
         check_positional(self.positional)
         check_attention(self)
+        if self.num_kv_heads is not None and self.num_kv_heads < 1:
+            raise ValueError(f"num_kv_heads must be >= 1 (or None); got {self.num_kv_heads}")
         for name in ("dropout", "attention_dropout", "embedding_dropout"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:

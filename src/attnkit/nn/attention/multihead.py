@@ -138,7 +138,9 @@ class MultiHeadAttention(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        num_kv_heads = num_kv_heads or num_heads
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_kv_heads < 1:
+            raise ValueError(f"num_kv_heads must be >= 1 (or None: num_heads); got {num_kv_heads}")
         if head_dim is None:
             if d_model % num_heads != 0:
                 raise ValueError(

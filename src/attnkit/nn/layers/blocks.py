@@ -12,7 +12,7 @@ Blocks return a tensor, or ``(tensor, weights)`` when ``need_weights=True``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -87,7 +87,7 @@ class TransformerEncoderLayer(nn.Module):
         num_heads: int,
         d_ff: int = 2048,
         dropout: float = 0.1,
-        activation: str = "relu",
+        activation: str | Callable[[Tensor], Tensor] = "relu",
         norm_first: bool = False,
         *,
         norm: str = "layernorm",
@@ -207,7 +207,7 @@ class TransformerDecoderLayer(nn.Module):
         num_heads: int,
         d_ff: int = 2048,
         dropout: float = 0.1,
-        activation: str = "relu",
+        activation: str | Callable[[Tensor], Tensor] = "relu",
         norm_first: bool = False,
         *,
         norm: str = "layernorm",

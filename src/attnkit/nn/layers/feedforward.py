@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -15,11 +16,12 @@ ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], bool]] = {
     # name: (activation, gated)
     "relu": (F.relu, False),
     "gelu": (F.gelu, False),
-    "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), False),
+    # partial, not a lambda: modules holding it must pickle (torch.save of a whole model)
+    "gelu_tanh": (partial(F.gelu, approximate="tanh"), False),
     "silu": (F.silu, False),
     "swiglu": (F.silu, True),
     "geglu": (F.gelu, True),
-    "geglu_tanh": (lambda x: F.gelu(x, approximate="tanh"), True),  # T5 v1.1 "gated-gelu"
+    "geglu_tanh": (partial(F.gelu, approximate="tanh"), True),  # T5 v1.1 "gated-gelu"
 }
 
 
@@ -33,7 +35,8 @@ class FeedForward(nn.Module):
         d_ff: hidden width.
         dropout: dropout on the hidden activations (training only).
         activation: ``"relu"`` (the paper), ``"gelu"``, ``"gelu_tanh"``, ``"silu"``,
-            ``"swiglu"``, ``"geglu"`` or ``"geglu_tanh"``.
+            ``"swiglu"``, ``"geglu"`` or ``"geglu_tanh"``; or a callable
+            ``Tensor -> Tensor`` (ungated), as ``torch.nn.TransformerEncoderLayer`` takes.
         bias: learn biases in the linear layers.
 
     Example:
@@ -49,15 +52,21 @@ class FeedForward(nn.Module):
         d_model: int,
         d_ff: int,
         dropout: float = 0.0,
-        activation: str = "relu",
+        activation: str | Callable[[Tensor], Tensor] = "relu",
         *,
         bias: bool = True,
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}; got {activation!r}")
-        self.activation_name = activation
-        self.activation, gated = ACTIVATIONS[activation]
+        if callable(activation):
+            self.activation_name = getattr(activation, "__name__", type(activation).__name__)
+            self.activation, gated = activation, False
+        elif activation in ACTIVATIONS:
+            self.activation_name = activation
+            self.activation, gated = ACTIVATIONS[activation]
+        else:
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)} or a callable; got {activation!r}"
+            )
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
         self.gate = nn.Linear(d_model, d_ff, bias=bias) if gated else None
         self.dropout = Dropout(dropout)

@@ -79,9 +79,19 @@ class RotaryEmbedding(nn.Module):
         if scaling == "ntk":
             base = base * factor ** (head_dim / (head_dim - 2))
         self.base = base
-        exponents = torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim
-        inv_freq = (1.0 / base**exponents).float()
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("inv_freq", self._frequencies(), persistent=False)
+
+    def _frequencies(self, device: torch.device | None = None) -> Tensor:
+        """``(Dh / 2,)`` float32 inverse frequencies ``base^(-2i / Dh)``."""
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim
+        return (1.0 / self.base**exponents).float().to(device)
+
+    def _apply(self, fn, recurse: bool = True):
+        """Move with the module but stay float32: ``.half()`` or ``.to(torch.bfloat16)``
+        would round the frequencies, and the angles of far positions with them."""
+        super()._apply(fn, recurse)
+        self.inv_freq = self._frequencies(self.inv_freq.device)
+        return self
 
     def angles(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         """``cos, sin`` of shape ``(*positions.shape, Dh)`` for float or int positions."""
