@@ -171,6 +171,22 @@ def test_matmul_floor_multiplies_exactly_the_models_linear_maps():
     assert result["parameters"] == sum(p.numel() for p in model.parameters())
 
 
+def test_matmul_floor_multiplies_in_the_autocast_dtype():
+    """Under bf16 autocast the others' products run in bf16: a float32 floor was no floor."""
+    case = TrainCase(**{**asdict(TINY_CASE), "dtype": "bfloat16"})
+    seen = []
+    real_mm = torch.mm
+
+    def recording_mm(left, right):
+        seen.append((left.dtype, right.dtype))
+        return real_mm(left, right)
+
+    step = IMPLEMENTATIONS["matmul_floor"].build(case)
+    with mock.patch.object(torch, "mm", recording_mm):
+        step.step(None)
+    assert seen and set(seen) == {(torch.bfloat16, torch.bfloat16)}
+
+
 def test_a_failure_becomes_a_short_error_record():
     def broken(case: TrainCase):
         raise RuntimeError("backend compiler failed\n" + "details\n" * 500 + "last line")

@@ -94,3 +94,8 @@ def test_malformed_yaml_override_is_an_error_message_not_a_traceback(capsys):
     err = capsys.readouterr().err
     assert err.startswith("attnkit train: error: override 'train.betas=[0.9, 0.99': the value")
     assert "Traceback" not in err
+
+
+def test_demo_refuses_zero_steps_instead_of_running_the_defaults(capsys):
+    assert main(["demo", "--gpt-steps", "0"]) == 2
+    assert "--gpt-steps must be >= 1; got 0" in capsys.readouterr().err

@@ -110,3 +110,21 @@ def test_a_second_backward_is_refused_not_wrong():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="backward can run once"):
         loss.backward()
+
+
+def test_compiles_once_whatever_the_number_of_ignored_targets():
+    """The range check selects the counted targets (a data-dependent size): under
+    torch.compile it broke the graph, and each new count recompiled."""
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()
+    loss = torch.compile(
+        lambda logits, t: cross_entropy(logits, t, ignore_index=0, label_smoothing=0.1),
+        backend=counter,
+    )
+    logits = torch.randn(12, 5, requires_grad=True)
+    for ignored in (2, 4, 6):
+        targets = torch.randint(1, 5, (12,))
+        targets[:ignored] = 0
+        loss(logits, targets).backward()
+    assert counter.frame_count == 1

@@ -72,3 +72,17 @@ def test_greedy_stops_early_and_restores_training_mode(trained):
         greedy_decode(model, src, max_new_tokens=0, bos_id=1, eos_id=2)
     with pytest.raises(ValueError, match=r"src must have shape \(B, S\)"):
         greedy_decode(model, src[0], max_new_tokens=3, bos_id=1, eos_id=2)
+
+
+def test_reversal_evaluation_sequences_were_never_trained_on():
+    from attnkit.data import ReversalTask
+    from attnkit.demo import _unseen_sequences
+
+    task = ReversalTask(min_len=1, max_len=3)  # few sequences: draws repeat often
+    seen = set(map(tuple, task.sample(400, torch.Generator().manual_seed(0)).src.tolist()))
+    held_out = _unseen_sequences(task, 50, seen, seed=1)
+    assert len(held_out.src) == 50
+    assert not any(row in seen for row in map(tuple, held_out.src.tolist()))
+    for src, out in zip(held_out.src.tolist(), held_out.tgt_out.tolist(), strict=True):
+        digits = [d for d in src if d != task.pad_id]
+        assert out[: len(digits) + 1] == [*digits[::-1], task.eos_id]

@@ -26,6 +26,10 @@ __all__ = ["build_parser", "main"]
 def _demo(args: argparse.Namespace) -> int:
     from attnkit.demo import run_demo
 
+    for flag in ("steps", "translation_steps", "gpt_steps"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1; got {value}")
     run_demo(
         args.output,
         steps=args.steps,

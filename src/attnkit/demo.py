@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from attnkit.analysis import plot_attention_heatmap
-from attnkit.data import ReversalTask, data_root
+from attnkit.data import ReversalTask, Seq2SeqBatch, data_root
 from attnkit.data.number_words import NumberWordsTask
 from attnkit.generation import greedy_decode
 from attnkit.models import Transformer
@@ -116,8 +117,10 @@ def train_reversal(
     start = time.perf_counter()
     loss = torch.tensor(float("nan"))
     bar = tqdm(range(config.steps), desc="reversal", disable=not progress, mininterval=0.5)
+    trained_on: set[tuple[int, ...]] = set()
     for _ in bar:
         batch = task.sample(config.batch_size, generator)
+        trained_on.update(map(tuple, batch.src.tolist()))
         logits = model(batch.src, batch.tgt_in)
         loss = F.cross_entropy(
             logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=task.pad_id
@@ -132,7 +135,7 @@ def train_reversal(
         )
     train_seconds = time.perf_counter() - start
 
-    held_out = task.sample(config.eval_size, torch.Generator().manual_seed(config.seed + 1))
+    held_out = _unseen_sequences(task, config.eval_size, trained_on, config.seed + 1)
     predicted = greedy_decode(
         model,
         held_out.src,
@@ -149,6 +152,23 @@ def train_reversal(
         example_output=task.decode_digits(predicted[0]),
     )
     return model, task, result
+
+
+def _unseen_sequences(
+    task: ReversalTask, count: int, seen: set[tuple[int, ...]], seed: int
+) -> Seq2SeqBatch:
+    """``count`` random sequences that training never drew (short ones recur by chance)."""
+    generator = torch.Generator().manual_seed(seed)
+    parts: dict[str, list[Tensor]] = {"src": [], "tgt_in": [], "tgt_out": []}
+    found = 0
+    while found < count:
+        batch = task.sample(count, generator)
+        fresh = torch.tensor([row not in seen for row in map(tuple, batch.src.tolist())])
+        for name, rows in parts.items():
+            rows.append(getattr(batch, name)[fresh])
+        found += int(fresh.sum())
+    src, tgt_in, tgt_out = (torch.cat(rows)[:count] for rows in parts.values())
+    return Seq2SeqBatch(src, tgt_in, tgt_out, pad_id=task.pad_id)
 
 
 def save_cross_attention(model: Transformer, task: ReversalTask, path: Path) -> Path:
@@ -190,7 +210,8 @@ def number_words_recipe(output_dir: Path, steps: int | None = None) -> Translati
             },
             "model": {"d_model": 128, "num_heads": 4, "num_encoder_layers": 2,
                       "num_decoder_layers": 2, "d_ff": 256, "dropout": 0.1, "norm_first": True},
-            "train": {"max_steps": steps or 400, "lr": 2e-3, "schedule": "cosine",
+            "train": {"max_steps": 400 if steps is None else steps, "lr": 2e-3,
+                      "schedule": "cosine",
                       "warmup_steps": 40, "eval_every": 400, "best_metric": "valid_bleu",
                       "best_mode": "max", "log_every": 20, "min_lr_ratio": 0.05},
             "decode": {"strategy": "greedy", "max_len_a": 2.0, "max_len_b": 4},
@@ -267,6 +288,7 @@ def shakespeare_corpus(output_dir: Path) -> Path | None:
 
 def gpt_recipe(corpus: Path, output_dir: Path, steps: int | None = None) -> LanguageModelRecipe:
     """nanoGPT's CPU configuration for a character-level GPT on ``corpus``."""
+    gpt_steps = 1500 if steps is None else steps
     return LanguageModelRecipe.from_dict(
         {
             "name": "shakespeare_gpt",
@@ -275,9 +297,9 @@ def gpt_recipe(corpus: Path, output_dir: Path, steps: int | None = None) -> Lang
                      "batch_size": 12},
             "model": {"d_model": 128, "num_heads": 4, "num_layers": 4, "dropout": 0.0,
                       "bias": False, "activation": "gelu", "positional": "rotary"},
-            "train": {"max_steps": steps or 1500, "lr": 1e-3, "betas": [0.9, 0.99],
+            "train": {"max_steps": gpt_steps, "lr": 1e-3, "betas": [0.9, 0.99],
                       "weight_decay": 0.1, "schedule": "cosine", "warmup_steps": 100,
-                      "min_lr_ratio": 0.1, "eval_every": steps or 1500, "best_metric": "val_loss",
+                      "min_lr_ratio": 0.1, "eval_every": gpt_steps, "best_metric": "val_loss",
                       "log_every": 100, "keep_last": 1},
             "eval_batches": 50,
             "sample": {"prompt": "ROMEO:\n", "max_new_tokens": 200, "temperature": 0.8,

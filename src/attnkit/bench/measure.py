@@ -103,6 +103,7 @@ class MemoryProbe:
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
+        self.device = device  # the CUDA calls below name it: cuda:1 is not the current one
         self.resettable = True
         self.baseline = 0
 
@@ -116,23 +117,23 @@ class MemoryProbe:
     def set_baseline(self) -> None:
         """Record current usage; peaks are reported relative to it."""
         if self.cuda:
-            torch.cuda.synchronize()
-            self.baseline = torch.cuda.memory_allocated()
+            torch.cuda.synchronize(self.device)
+            self.baseline = torch.cuda.memory_allocated(self.device)
         else:
             self.baseline = current_rss_bytes()
 
     def start_phase(self) -> None:
         """Forget earlier peaks (where the platform allows it)."""
         if self.cuda:
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(self.device)
         else:
             self.resettable = _reset_rss_peak()
 
     def peak(self) -> int:
         """Peak usage since :meth:`start_phase`, minus the baseline, in bytes."""
         if self.cuda:
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated()
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
         elif self.resettable:
             peak = (_status_kib("VmHWM") or 0) * 1024
         else:

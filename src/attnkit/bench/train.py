@@ -407,20 +407,26 @@ MATMUL_FLOOR_DESCRIPTION = (
 )
 
 
-def matmul_floor(products: Sequence[Product], model: nn.Module, device: str) -> TrainStep:
+def matmul_floor(
+    products: Sequence[Product],
+    model: nn.Module,
+    device: str,
+    dtype: torch.dtype = torch.float32,
+) -> TrainStep:
     """A step that runs only the matrix products of ``model``'s linear maps.
 
     For each ``(rows, in, out)`` it multiplies as a training step must: the
-    forward product, the input gradient and the weight gradient. Attention,
+    forward product, the input gradient and the weight gradient, in ``dtype``
+    (the dtype autocast gives the other implementations' products). Attention,
     loss, norms, activations and the optimizer are left out, so no
     implementation's step can take less time than this one. ``model`` (not
     run) gives the parameter count the report shows.
     """
     pairs = []
     for rows, fan_in, fan_out in products:
-        x = torch.randn(rows, fan_in, device=device)
-        weight = torch.randn(fan_in, fan_out, device=device)
-        grad = torch.randn(rows, fan_out, device=device)
+        x = torch.randn(rows, fan_in, device=device, dtype=dtype)
+        weight = torch.randn(fan_in, fan_out, device=device, dtype=dtype)
+        grad = torch.randn(rows, fan_out, device=device, dtype=dtype)
         pairs += [(x, weight), (grad, weight.T), (x.T, grad)]
 
     def step(batch: Any) -> Tensor:
@@ -500,7 +506,10 @@ for _impl in (
         "matmul_floor",
         MATMUL_FLOOR_DESCRIPTION,
         lambda case: matmul_floor(
-            encoder_decoder_products(case), _attnkit_transformer(case), case.device
+            encoder_decoder_products(case),
+            _attnkit_transformer(case),
+            case.device,
+            case.autocast_dtype or torch.float32,
         ),
     ),
 ):

@@ -109,7 +109,14 @@ def check_cross_entropy_arguments(
 
 
 def check_target_range(targets: Tensor, classes: int, ignore_index: int) -> None:
-    """IndexError unless every target is ``ignore_index`` or in ``[0, classes)``."""
+    """IndexError unless every target is ``ignore_index`` or in ``[0, classes)``.
+
+    Skipped under ``torch.compile``: a data-dependent check breaks the graph, and the
+    selection's data-dependent size made every batch with another count of ignored
+    targets recompile.
+    """
+    if torch.compiler.is_compiling():
+        return
     counted = targets[targets != ignore_index]
     if counted.numel() and not bool(((counted >= 0) & (counted < classes)).all()):
         raise IndexError(
