@@ -536,10 +536,29 @@ def test_fp16_overflows_in_a_row_reset_after_a_step_and_survive_a_resume(tmp_pat
     config = _config(tmp_path, max_steps=30, precision="fp16", max_bad_steps=3)
     first = Trainer(tiny_transformer(), overflows, CopySource(), config).fit()
     assert first.stop_reason == "signal" and first.steps == 1 and first.overflow_steps == 3
-    assert read_checkpoint(first.checkpoint).trainer_state["counters"]["consecutive_bad"] == 2
+    assert read_checkpoint(first.checkpoint).trainer_state["counters"]["consecutive_overflows"] == 2
     resumed = Trainer(tiny_transformer(), overflows, CopySource(), config).fit(resume=True)
     assert resumed.stop_reason == "non_finite_loss" and resumed.steps == 1
     assert resumed.overflow_steps == 17 and "16 steps in a row" in resumed.message
+
+
+def test_a_non_finite_loss_after_settling_overflows_is_one_bad_step(tmp_path):
+    """fp16 overflows while the scale settles and a NaN loss are counted apart: four
+    overflows then one NaN loss, with max_bad_steps=3, skip five steps and go on."""
+    calls = {"n": 0}
+    overflows = _inf_gradient(lambda attempt: attempt <= 4)
+
+    def loss_fn(model, batch):
+        calls["n"] += 1
+        output = overflows(model, batch)
+        if calls["n"] in (9, 10):  # both micro-batches of attempt 5
+            output.loss_sum = output.loss_sum * float("nan")
+        return output
+
+    config = _config(tmp_path, max_steps=3, precision="fp16", max_bad_steps=3)
+    summary = Trainer(tiny_transformer(), loss_fn, CopySource(), config).fit()
+    assert summary.stop_reason == "max_steps" and summary.steps == 3
+    assert summary.overflow_steps == 4 and summary.bad_steps == 1
 
 
 def _evaluate_from(values):

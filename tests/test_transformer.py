@@ -297,20 +297,22 @@ def test_labels_give_the_summed_loss_of_the_logits_without_holding_them():
         model(src, tgt, labels=labels, return_attention=True)
 
 
-def test_a_two_dimensional_source_mask_is_a_padding_mask():
-    """(B, S) bool masks, as torch.nn.Transformer users pass them, with B == S so that a
-    misread (query i getting batch row i's mask) would still broadcast."""
+def test_masks_broadcast_as_documented_and_bad_ones_are_named():
+    """Key padding is (B, 1, 1, S); a 2-D mask is (Tq, Tk) as torch's src_mask, so a
+    (B, S) padding mask with B != S is an error naming src_mask, not a silent misread."""
     torch.manual_seed(0)
     model = _small().eval()
-    src = torch.tensor([[3, 4, 5, 6], [3, 4, 0, 0], [7, 8, 9, 0], [5, 5, 5, 5]])
-    tgt = torch.tensor([[1, 2, 3], [1, 4, 0], [1, 6, 7], [1, 2, 2]])
+    src = torch.tensor([[3, 4, 5, 6, 7], [3, 4, 0, 0, 0], [7, 8, 9, 0, 0]])
+    tgt = torch.tensor([[1, 2, 3], [1, 4, 0], [1, 6, 7]])
     expected = model(src, tgt)
-    torch.testing.assert_close(model(src, tgt, src != 0), expected)
-    torch.testing.assert_close(model(src, tgt, src != 0, tgt != 0), expected)
-    memory = model.encode(src, src != 0)
-    torch.testing.assert_close(model.project(model.decode(tgt, memory, None, src != 0)), expected)
-    with pytest.raises(ValueError, match=r"src_mask must be \(B, S\) = \(4, 4\)"):
-        model(src, tgt, (src != 0)[:, :3])
+    padding = (src != 0)[:, None, None, :]
+    torch.testing.assert_close(model(src, tgt, padding), expected)
+    memory = model.encode(src, padding)
+    torch.testing.assert_close(model.project(model.decode(tgt, memory, None, padding)), expected)
+    with pytest.raises(ValueError, match=r"src_mask must be bool, .* \(3, 1, 5, 5\) .*got torch"):
+        model(src, tgt, src != 0)
+    with pytest.raises(ValueError, match=r"memory_mask must be bool, .*\(3, 1, 3, 5\)"):
+        model.decode(tgt, memory, None, (src != 0)[:, None, :4])
 
 
 def test_settings_beside_a_config_are_refused():

@@ -82,8 +82,11 @@ def fused_attention(
         mask = mask | ~row_has_keys
     attn_mask = mask
     if bias is not None:
-        attn_mask, blocked = _unblocked_rows(finite_bias(bias, query.dtype))
-        query = query.masked_fill(blocked, 0.0)  # constant scores: uniform weights there
+        attn_mask = finite_bias(bias, query.dtype)
+        blocked = _blocked_rows(bias)
+        if blocked is not None:  # a zero bias and query row: constant scores, uniform weights
+            attn_mask = attn_mask.masked_fill(blocked, 0.0)
+            query = query.masked_fill(blocked, 0.0)
         if mask is not None:
             # -inf, not the dtype's minimum: a clamped -inf bias also sits at the minimum,
             # and a masked key must never tie with a visible one.
@@ -96,20 +99,20 @@ def fused_attention(
     return out, None
 
 
-def _unblocked_rows(bias: Tensor) -> tuple[Tensor, Tensor]:
-    """``bias`` with zeros in each row that carries the dtype's minimum (a clamped
-    ``-inf``) on every key, and those rows ``(..., Tq, 1)``.
+def _blocked_rows(bias: Tensor) -> Tensor | None:
+    """Rows ``(..., Tq, 1)`` of ``bias`` that are ``-inf`` (or float32's minimum) on every
+    key, or ``None`` where there are none (checked on the CPU only: elsewhere the check
+    would cost a device sync, so the rows are always returned).
 
-    The math backend gives such a row uniform weights (the minimum absorbs every
-    score). Torch's kernel does not: it adds the bias in float32, where float16's
-    minimum plus a score is not the minimum, and its backward loses ``log(n)`` beside
-    float32's minimum. A zero bias with a zero query row gives the kernel constant
-    scores there, hence the same uniform weights. Reduced on the bias's own shape
-    (often ``(1, H, Tq, Tk)``), it costs little; a row that the bias blocks only on the
-    keys the mask leaves visible is left to the kernel.
+    The math backend computes in float32 and clamps such a row to float32's minimum,
+    which absorbs every score: uniform weights. Torch's kernel does not: it clamps
+    float16 biases to float16's minimum, where a score still counts, and its backward
+    loses ``log(n)`` beside float32's minimum. Found on the bias's own shape (often
+    ``(1, H, Tq, Tk)``), before any cast.
     """
-    blocked = ~(bias > torch.finfo(bias.dtype).min).any(dim=-1, keepdim=True)
-    return bias.masked_fill(blocked, 0.0), blocked
+    blocked = (bias <= torch.finfo(torch.float32).min).all(dim=-1, keepdim=True)
+    quick = bias.device.type == "cpu" and not torch.compiler.is_compiling()
+    return None if quick and not bool(blocked.any()) else blocked
 
 
 def math_attention(

@@ -308,15 +308,18 @@ class GPT(nn.Module):
 
         Without ``positions`` the tokens sit at ``offset .. offset + new - 1``; with
         them (given, or counted from the mask) only their largest value matters,
-        so left-padding slots do not count against ``max_len``.
+        so left-padding slots do not count against ``max_len``. That value is read
+        (a device sync) only when there are more slots than table rows; explicit
+        positions beyond the table are otherwise left to the table's own check.
         """
         limit = self.max_positions
-        if limit is None:
-            return
+        if limit is None or offset + new <= limit:
+            return  # no more slots than table rows (positions from a mask count real tokens)
         if positions is None:
-            if offset + new > limit:
-                raise ValueError(f"sequence of {offset + new} positions exceeds max_len={limit}")
-        elif positions.numel() and int(positions.max()) >= limit:
+            raise ValueError(f"sequence of {offset + new} positions exceeds max_len={limit}")
+        if torch.compiler.is_compiling():
+            return  # a data-dependent check would break the graph
+        if positions.numel() and int(positions.max()) >= limit:  # padding slots beyond it
             raise ValueError(
                 f"position {int(positions.max())} exceeds max_len={limit} "
                 f"(positions 0..{limit - 1})"

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import Tensor, nn
 
-from attnkit.functional import create_padding_mask, key_padding_mask, linear_cross_entropy
+from attnkit.functional import create_padding_mask, linear_cross_entropy
 from attnkit.models._config import (
     check_attention,
     check_divisible,
@@ -245,6 +245,20 @@ def _final_norm(config: TransformerConfig) -> nn.Module | None:
     )
 
 
+def _check_mask(name: str, mask: Tensor, full: tuple[int, int, int, int]) -> None:
+    """Raise unless ``mask`` is bool and broadcasts to ``full`` ``(B, 1, Tq, Tk)``."""
+    try:
+        fits = torch.broadcast_shapes(mask.shape, full) == torch.Size(full)
+    except RuntimeError:
+        fits = False
+    if mask.dtype != torch.bool or not fits:
+        raise ValueError(
+            f"{name} must be bool, True where attention may go, broadcastable to "
+            f"(B, 1, Tq, Tk) = {full} (key padding: (B, 1, 1, Tk), i.e. mask[:, None, None, :] "
+            f"of a (B, Tk) one); got {mask.dtype} {tuple(mask.shape)}"
+        )
+
+
 def _arguments_beside_config(**values: object) -> list[str]:
     """Names of :class:`Transformer` arguments given other than their defaults."""
     parameters = inspect.signature(Transformer.__init__).parameters
@@ -381,8 +395,12 @@ class Transformer(nn.Module):
     def encode(
         self, src: Tensor, src_mask: Tensor | None = None, *, need_weights: bool = False
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
-        """``src (B, S)`` -> memory ``(B, S, D)``; masks padding unless ``src_mask`` is given
-        (bool ``(B, S)``, True at real tokens, or 4-D ``(B, 1, 1 or S, S)``)."""
+        """``src (B, S)`` -> memory ``(B, S, D)``; masks padding unless ``src_mask`` is given.
+
+        ``src_mask`` is bool, True where attention may go, broadcastable to
+        ``(B, 1, S, S)``: key padding is ``(B, 1, 1, S)`` (``mask[:, None, None, :]`` of
+        a ``(B, S)`` one); a 2-D mask is ``(S, S)``, as torch's ``src_mask``.
+        """
         self._check_tokens("src", src, self.config.src_vocab_size)
         src_mask = self._source_mask(src, src_mask)
         x = self.src_positions(self.src_embedding(src) * self._embedding_scale)
@@ -401,20 +419,16 @@ class Transformer(nn.Module):
         """Decoder hidden states ``(B, T, D)`` for ``tgt (B, T)`` given ``memory (B, S, D)``.
 
         Self-attention is causal. Without a cache and ``tgt_mask``, target
-        padding is masked; a ``(B, T)`` ``tgt_mask`` is a padding mask (True at
-        real tokens). ``memory_mask`` masks the source as in :meth:`encode`. With a
-        cache the ``T`` tokens continue the cached prefix (their positions start at
-        ``cache.length``).
+        padding is masked. Masks broadcast as in :meth:`encode`: ``tgt_mask`` to
+        ``(B, 1, T, T)``, ``memory_mask`` to ``(B, 1, T, S)`` (source padding:
+        ``(B, 1, 1, S)``). With a cache the ``T`` tokens continue the cached prefix
+        (their positions start at ``cache.length``).
         """
         self._check_tokens("tgt", tgt, self.config.tgt_vocab_size)
         if tgt_mask is None and cache is None:
             tgt_mask = create_padding_mask(tgt, self.config.pad_id)
-        elif tgt_mask is not None and tgt_mask.dim() == 2 and tgt_mask.shape == tgt.shape:
-            tgt_mask = tgt_mask.bool()[:, None, None, :]
-        if memory_mask is not None and memory_mask.dim() == 2:
-            memory_mask = key_padding_mask(
-                memory_mask, memory[..., 0], "memory_mask (the source mask)"
-            )
+        if memory_mask is not None:
+            _check_mask("memory_mask", memory_mask, (tgt.size(0), 1, tgt.size(1), memory.size(1)))
         offset = 0 if cache is None else cache.length
         x = self.tgt_positions(self.tgt_embedding(tgt) * self._embedding_scale, offset)
         return self.decoder(
@@ -428,10 +442,11 @@ class Transformer(nn.Module):
         )
 
     def _source_mask(self, src: Tensor, src_mask: Tensor | None) -> Tensor:
-        """``src_mask`` in 4-D (from a ``(B, S)`` one), or the padding mask of ``src``."""
+        """``src_mask`` once checked, or the padding mask of ``src`` (validated by the caller)."""
         if src_mask is None:
             return create_padding_mask(src, self.config.pad_id)
-        return key_padding_mask(src_mask, src, "src_mask")
+        _check_mask("src_mask", src_mask, (src.size(0), 1, src.size(1), src.size(1)))
+        return src_mask
 
     def project(self, hidden: Tensor) -> Tensor:
         """Decoder hidden states ``(..., D)`` -> logits ``(..., tgt_vocab_size)``."""
@@ -455,9 +470,9 @@ class Transformer(nn.Module):
     ) -> Tensor | tuple[Tensor, TransformerAttention] | TransformerLoss:
         """Teacher-forced logits ``(B, T, tgt_vocab_size)`` for ``src (B, S)``, ``tgt (B, T)``.
 
-        ``src_mask`` (bool ``(B, S)`` or ``(B, 1, 1, S)``, True = real token)
-        defaults to the source padding mask and also masks cross-attention;
-        ``tgt_mask`` as in :meth:`decode`. With ``return_attention`` also
+        ``src_mask`` (as in :meth:`encode`; key padding ``(B, 1, 1, S)``, True =
+        real token) defaults to the source padding mask and also masks
+        cross-attention; ``tgt_mask`` as in :meth:`decode`. With ``return_attention`` also
         returns every layer's weights per head.
 
         With ``labels (B, T)`` returns a :class:`TransformerLoss` instead: the
@@ -467,8 +482,8 @@ class Transformer(nn.Module):
         :func:`attnkit.functional.linear_cross_entropy` a chunk of rows at a
         time, so the ``(B, T, V)`` logits are never held.
         """
-        self._check_tokens("src", src, self.config.src_vocab_size)
-        src_mask = self._source_mask(src, src_mask)  # also masks cross-attention
+        if src_mask is None:  # encode() validates src
+            src_mask = create_padding_mask(src, self.config.pad_id)
         if labels is not None:
             if return_attention:
                 raise ValueError("return_attention cannot be combined with labels")

@@ -227,9 +227,12 @@ def generate_text(model: GPT, tokenizer: TextTokenizer, settings: SampleSettings
     and they decode to nothing, so every new token is text.
     """
     prompt_ids = tokenizer.encode(settings.prompt) or [tokenizer.unk_id]
-    room = model.config.max_len - len(prompt_ids)
+    # Positions 0 .. max_len - 1 are fed; the last new token is never fed back.
+    room = model.config.max_len - len(prompt_ids) + 1
     if room < 1:
-        raise ValueError(f"prompt of {len(prompt_ids)} tokens leaves no room in max_len")
+        raise ValueError(
+            f"prompt of {len(prompt_ids)} tokens is longer than max_len={model.config.max_len}"
+        )
     device = next(model.parameters()).device
     prompt = torch.tensor([prompt_ids], device=device)
     new = sample(

@@ -51,8 +51,9 @@ class TrainConfig:
     Evaluation every ``eval_every`` steps and at the end; ``best_metric`` /
     ``best_mode`` choose the best checkpoint and ``patience`` evaluations
     without improvement stop the run. ``max_bad_steps`` skipped steps in a row
-    stop it too: steps with a non-finite loss or gradient, and with ``fp16``
-    steps whose scaled gradients overflowed (the scaler halves its scale each time).
+    stop it too: steps with a non-finite loss or gradient; with ``fp16``, steps whose
+    scaled gradients overflowed count on their own, and only once the loss scale
+    (halved at each) is below 1, where the gradients overflow unscaled.
 
     Distributed (under ``torchrun``): ``distributed="auto"`` uses DDP when
     ``WORLD_SIZE > 1``; ``"fsdp"`` shards parameters with FSDP2 ``fully_shard``

@@ -72,6 +72,7 @@ class TrainCounters:
     bad_steps: int = 0
     consecutive_bad: int = 0
     overflow_steps: int = 0
+    consecutive_overflows: int = 0
     best_value: float | None = None
     best_step: int | None = None
     bad_evals: int = 0

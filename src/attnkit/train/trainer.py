@@ -563,7 +563,7 @@ class Trainer:
             f"({counters.consecutive_bad} in a row, max_bad_steps={self.config.max_bad_steps})",
             logging.WARNING,
         )
-        self._stop_after_bad_steps(what)
+        self._stop_after_bad_steps(what, counters.consecutive_bad)
 
     def _skip_overflow(self) -> None:
         """An fp16 step whose scaled gradients overflowed: the scaler skipped it and halved
@@ -572,15 +572,18 @@ class Trainer:
         overflow (or are NaN) unscaled and no scale can help."""
         self.optimizer.zero_grad(set_to_none=True)
         self.counters.overflow_steps += 1
-        self.counters.consecutive_bad += 1
-        if self.counters.consecutive_bad >= self.config.max_bad_steps:
+        self.counters.consecutive_overflows += 1
+        if self.counters.consecutive_overflows >= self.config.max_bad_steps:
             scale = self.scaler.get_scale()  # a device sync: only during a long overflow run
             if scale < 1.0:
-                self._stop_after_bad_steps(f"fp16 gradient, with the loss scale down to {scale:g}")
+                what = f"fp16 gradient, with the loss scale down to {scale:g}"
+                self._stop_after_bad_steps(what, self.counters.consecutive_overflows)
 
-    def _stop_after_bad_steps(self, what: str) -> None:
-        """Stop once ``max_bad_steps`` steps in a row were skipped (the last for ``what``)."""
-        in_a_row, limit = self.counters.consecutive_bad, self.config.max_bad_steps
+    def _stop_after_bad_steps(self, what: str, in_a_row: int) -> None:
+        """Stop once ``in_a_row`` (non-finite steps, or fp16 overflows, counted apart: a
+        settling loss scale must not bring a later NaN step to the limit) reaches
+        ``max_bad_steps``."""
+        limit = self.config.max_bad_steps
         if in_a_row >= limit:
             self._stop(
                 "non_finite_loss",
@@ -604,7 +607,7 @@ class Trainer:
             self.ema.update_parameters(self.module)
         counters = self.counters
         counters.step += 1
-        counters.consecutive_bad = 0
+        counters.consecutive_bad = counters.consecutive_overflows = 0
         counters.tokens += int(tokens)
         loss = loss_sum / tokens
         self.losses.append(loss)
