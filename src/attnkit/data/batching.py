@@ -6,7 +6,8 @@ Padding is dynamic: every batch is padded to its own longest sequence with ``pad
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -17,6 +18,7 @@ __all__ = [
     "Seq2SeqBatch",
     "collate_classification",
     "collate_seq2seq",
+    "leading_rows",
     "pad_sequences",
 ]
 
@@ -246,3 +248,31 @@ def collate_classification(
         labels=torch.tensor([label for _, label in examples], dtype=torch.long),
         index=None if index is None else torch.as_tensor(index, dtype=torch.long),
     )
+
+
+Rows = TypeVar("Rows")
+
+
+def leading_rows(data: Rows, count: int | None) -> Rows:
+    """A copy of the dataclass ``data`` with every tensor field cut to its first ``count``
+    rows (``data`` itself for ``None``): the head of a fixed evaluation set.
+
+    Example:
+        >>> import torch
+        >>> from dataclasses import dataclass
+        >>> from attnkit.data.batching import leading_rows
+        >>> @dataclass
+        ... class Items:
+        ...     ids: torch.Tensor
+        ...     split: str
+        >>> leading_rows(Items(torch.arange(5), "test"), 2)
+        Items(ids=tensor([0, 1]), split='test')
+    """
+    if count is None:
+        return data
+    cut = {
+        field.name: value[:count]
+        for field in fields(data)  # type: ignore[arg-type]
+        if isinstance(value := getattr(data, field.name), Tensor)
+    }
+    return replace(data, **cut)  # type: ignore[type-var]

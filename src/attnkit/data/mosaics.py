@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from attnkit.data.batching import leading_rows
 from attnkit.data.images import (
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
@@ -262,14 +263,7 @@ class Mosaics:
 
     def head(self, count: int | None) -> Mosaics:
         """The first ``count`` mosaics (all for ``None``)."""
-        if count is None:
-            return self
-        return replace(
-            self,
-            images=self.images[:count],
-            labels=self.labels[:count],
-            sources=self.sources[:count],
-        )
+        return leading_rows(self, count)
 
     def batches(self, batch_size: int, vocabulary: WordVocabulary) -> Iterator[CaptionBatch]:
         """The mosaics in order as :class:`CaptionBatch` objects of ``batch_size`` mosaics."""

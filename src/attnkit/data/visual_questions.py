@@ -20,12 +20,13 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from attnkit.data.batching import leading_rows
 from attnkit.data.images import load_fashion_mnist_holdout, normalize_pixels
 from attnkit.data.mosaics import PIXEL_MEAN, PIXEL_STD, WordVocabulary
 from attnkit.data.resumable import ResumableBatches, epoch_rng, fingerprint, shard_round_robin
@@ -177,16 +178,7 @@ class VisualQuestions:
     def head(self, count: int | None) -> VisualQuestions:
         """The first ``count`` items (all for ``None``): the same questions the full set
         asks there, since each set is drawn whole."""
-        if count is None:
-            return self
-        return replace(
-            self,
-            images=self.images[:count],
-            questions=self.questions[:count],
-            answers=self.answers[:count],
-            image_labels=self.image_labels[:count],
-            sources=self.sources[:count],
-        )
+        return leading_rows(self, count)
 
     def batches(self, batch_size: int) -> Iterator[QuestionBatch]:
         """The items in order as :class:`QuestionBatch` objects of ``batch_size`` items."""
