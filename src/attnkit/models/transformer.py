@@ -402,7 +402,10 @@ class Transformer(nn.Module):
         a ``(B, S)`` one); a 2-D mask is ``(S, S)``, as torch's ``src_mask``.
         """
         self._check_tokens("src", src, self.config.src_vocab_size)
-        src_mask = self._source_mask(src, src_mask)
+        if src_mask is None:
+            src_mask = create_padding_mask(src, self.config.pad_id)
+        else:
+            _check_mask("src_mask", src_mask, (src.size(0), 1, src.size(1), src.size(1)))
         x = self.src_positions(self.src_embedding(src) * self._embedding_scale)
         return self.encoder(x, src_mask, need_weights=need_weights)
 
@@ -440,13 +443,6 @@ class Transformer(nn.Module):
             need_weights=need_weights,
             cache=cache,
         )
-
-    def _source_mask(self, src: Tensor, src_mask: Tensor | None) -> Tensor:
-        """``src_mask`` once checked, or the padding mask of ``src`` (validated by the caller)."""
-        if src_mask is None:
-            return create_padding_mask(src, self.config.pad_id)
-        _check_mask("src_mask", src_mask, (src.size(0), 1, src.size(1), src.size(1)))
-        return src_mask
 
     def project(self, hidden: Tensor) -> Tensor:
         """Decoder hidden states ``(..., D)`` -> logits ``(..., tgt_vocab_size)``."""
